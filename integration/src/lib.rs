@@ -1,0 +1,1 @@
+//! Harness for tests against a private containerd.

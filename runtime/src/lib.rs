@@ -1,0 +1,15 @@
+//! Stockade's hardening core.
+//!
+//! The decision ("what does this container get?") lives in [`hardener`] and is pure:
+//! `harden(spec, profile, ctx) -> (spec, report) | refusal`. Everything that touches the
+//! machine (mounts, namespaces, cgroups, installing filters) lives in other modules and
+//! only carries out what the hardener decided.
+
+/// Re-exported so every crate of the workspace uses the same OCI types as libcontainer.
+pub use libcontainer::oci_spec;
+
+pub mod hardener;
+pub mod idrange;
+pub mod pod;
+pub mod profile;
+pub mod seccomp;
