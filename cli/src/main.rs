@@ -1,1 +1,180 @@
-fn main() {}
+//! `stockade`: the operator's command line.
+//!
+//! - `stockade profile check FILE`: validate a profile and its seccomp file.
+//! - `stockade harden --profile FILE CONFIG_JSON`: show what Stockade would make of a
+//!   container's config.json: the hardened config on stdout, the report on stderr, or the
+//!   refusal naming the rule.
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use stockade_runtime::hardener::{self, HardenContext, HardenError};
+use stockade_runtime::idrange::IdRange;
+use stockade_runtime::oci_spec::runtime::Spec;
+use stockade_runtime::pod::PodIdentity;
+use stockade_runtime::profile::Profile;
+use stockade_runtime::seccomp;
+
+/// Exit code for a container the policy refuses (bad input exits 2).
+const EXIT_REFUSED: u8 = 3;
+
+#[derive(Parser)]
+#[command(name = "stockade", version, about = "Stockade: hardened containers for Kubernetes nodes")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Work with hardening profiles.
+    Profile {
+        #[command(subcommand)]
+        command: ProfileCommand,
+    },
+    /// Print the hardened version of an OCI config.json, or the refusal.
+    Harden {
+        /// The profile to apply.
+        #[arg(long)]
+        profile: PathBuf,
+        /// The container's OCI config.json.
+        config: PathBuf,
+        /// Container ID (default: "stockade-dry-run").
+        #[arg(long, default_value = "stockade-dry-run")]
+        container_id: String,
+        /// For an app container of a pod: the sandbox's user namespace to join.
+        #[arg(long, default_value = "/proc/SANDBOX_PID/ns/user")]
+        pod_userns: PathBuf,
+        /// Print the result as one JSON document {"spec", "seccomp", "report"} on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ProfileCommand {
+    /// Validate a profile TOML and the seccomp profile it names.
+    Check { file: PathBuf },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Profile {
+            command: ProfileCommand::Check { file },
+        } => check_profile(&file),
+        Command::Harden {
+            profile,
+            config,
+            container_id,
+            pod_userns,
+            json,
+        } => harden(&profile, &config, container_id, pod_userns, json),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("stockade: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn check_profile(file: &std::path::Path) -> Result<ExitCode> {
+    let profile = Profile::load(file)?;
+    let compiled = seccomp::compile(&profile.seccomp.profile)
+        .with_context(|| format!("compiling {}", profile.seccomp.file.display()))?;
+    let mut allow: Vec<String> = profile
+        .capabilities
+        .allow
+        .iter()
+        .map(|c| format!("CAP_{c}"))
+        .collect();
+    allow.sort();
+    let c = &profile.cgroups;
+    let pods = profile.userns.size / profile.userns.ids_per_pod;
+    println!("{}: profile {:?} is valid", file.display(), profile.name);
+    println!("  capabilities: {}", allow.join(", "));
+    println!(
+        "  seccomp:      {} ({} BPF instructions on this architecture, denials logged: {})",
+        profile.seccomp.file.display(),
+        compiled.instruction_count(),
+        profile.seccomp.log_denials
+    );
+    println!(
+        "  masked paths: {}, read-only paths: {}",
+        profile.paths.masked.len(),
+        profile.paths.readonly.len()
+    );
+    println!(
+        "  user IDs:     {} pods of {} IDs from host ID {}",
+        pods, profile.userns.ids_per_pod, profile.userns.first_id
+    );
+    println!(
+        "  limits:       default cpu {:.2} / memory {} / pids {}; ceiling cpu {:.2} / memory {} / pids {}; above the ceiling: {:?}",
+        c.defaults.cpu_millicores as f64 / 1000.0,
+        c.defaults.memory_bytes,
+        c.defaults.pids,
+        c.ceilings.cpu_millicores as f64 / 1000.0,
+        c.ceilings.memory_bytes,
+        c.ceilings.pids,
+        c.on_excess
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn harden(
+    profile: &std::path::Path,
+    config: &std::path::Path,
+    container_id: String,
+    pod_userns: PathBuf,
+    json: bool,
+) -> Result<ExitCode> {
+    let profile = Profile::load(profile)?;
+    let text = std::fs::read_to_string(config)
+        .with_context(|| format!("reading {}", config.display()))?;
+    let spec: Spec = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a valid OCI config", config.display()))?;
+    let pod = PodIdentity::from_annotations(
+        &container_id,
+        &spec.annotations().clone().unwrap_or_default(),
+    );
+    // A dry run: the pod gets the pool's first range.
+    let ctx = HardenContext {
+        container_id,
+        sandbox_id: pod.sandbox_id.clone(),
+        is_sandbox: pod.is_sandbox,
+        id_range: IdRange {
+            first: profile.userns.first_id,
+            size: profile.userns.ids_per_pod,
+        },
+        pod_userns: (!pod.is_sandbox).then_some(pod_userns),
+    };
+    let hardened = match hardener::harden(spec, &profile, &ctx) {
+        Ok(h) => h,
+        Err(HardenError::Refused(refusal)) => {
+            eprintln!("stockade: {refusal}");
+            return Ok(ExitCode::from(EXIT_REFUSED));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if json {
+        let doc = serde_json::json!({
+            "spec": hardened.spec,
+            "seccomp": {"default": hardened.seccomp.default, "pod": hardened.seccomp.pod},
+            "report": hardened.report,
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    } else {
+        println!("{}", serde_json::to_string_pretty(&hardened.spec)?);
+        eprintln!("stockade: hardened with profile {:?}:", profile.name);
+        for change in &hardened.report.changes {
+            eprintln!("  {:<13} {}", change.guard, change.what);
+        }
+        for note in &hardened.report.notes {
+            eprintln!("  {:<13} {}", "note", note);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

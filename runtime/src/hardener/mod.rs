@@ -1,0 +1,407 @@
+//! The hardener: a pure function from (spec, profile, context) to (hardened spec, report)
+//! or a refusal naming the rule. No I/O happens here, so every rule is testable without
+//! root; the shim only carries out what this decides.
+//!
+//! Order matters: policy refusals are checked first, on the spec as the pod asked for it;
+//! only then is the spec rewritten (capabilities, no_new_privs, paths, user namespace,
+//! cgroup limits, seccomp).
+
+mod policy;
+pub mod registry;
+mod resources;
+
+use crate::idrange::IdRange;
+use crate::oci_spec::runtime::{
+    Capabilities, LinuxCapabilities, LinuxIdMappingBuilder, LinuxNamespace, LinuxNamespaceType,
+    LinuxResources, LinuxSeccomp, Mount, Spec,
+};
+use crate::profile::Profile;
+use serde::Serialize;
+use std::path::PathBuf;
+
+/// Everything the hardener needs to know about where the container runs.
+#[derive(Debug, Clone)]
+pub struct HardenContext {
+    pub container_id: String,
+    pub sandbox_id: String,
+    pub is_sandbox: bool,
+    /// The pod's host ID range.
+    pub id_range: IdRange,
+    /// For app containers: the sandbox's user namespace (`/proc/PID/ns/user`) to join.
+    pub pod_userns: Option<PathBuf>,
+}
+
+/// The seccomp filters to install, in order: the profile's default, then the pod's own.
+#[derive(Debug, Clone)]
+pub struct SeccompPlan {
+    pub default: LinuxSeccomp,
+    pub pod: Option<LinuxSeccomp>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Hardened {
+    /// The spec to hand to libcontainer (no `linux.seccomp`).
+    pub spec: Spec,
+    pub seccomp: SeccompPlan,
+    pub report: Report,
+}
+
+/// Every change the hardener made, and why; notes for what it let through.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    pub changes: Vec<Change>,
+    pub notes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Change {
+    /// Which guard made the change: capabilities, seccomp, paths, userns, cgroups.
+    pub guard: &'static str,
+    pub what: String,
+}
+
+impl Report {
+    fn change(&mut self, guard: &'static str, what: impl Into<String>) {
+        self.changes.push(Change {
+            guard,
+            what: what.into(),
+        });
+    }
+
+    fn note(&mut self, note: impl Into<String>) {
+        self.notes.push(note.into());
+    }
+}
+
+/// A policy rule that can refuse a container; `name()` is what errors and metrics carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Rule {
+    Privileged,
+    HostNetwork,
+    HostPid,
+    HostIpc,
+    ExtraCapabilities,
+    UntrustedRegistry,
+    CpuCeiling,
+    MemoryCeiling,
+    PidsCeiling,
+}
+
+impl Rule {
+    pub const ALL: [Rule; 9] = [
+        Rule::Privileged,
+        Rule::HostNetwork,
+        Rule::HostPid,
+        Rule::HostIpc,
+        Rule::ExtraCapabilities,
+        Rule::UntrustedRegistry,
+        Rule::CpuCeiling,
+        Rule::MemoryCeiling,
+        Rule::PidsCeiling,
+    ];
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Rule::Privileged => "privileged",
+            Rule::HostNetwork => "host-network",
+            Rule::HostPid => "host-pid",
+            Rule::HostIpc => "host-ipc",
+            Rule::ExtraCapabilities => "extra-capabilities",
+            Rule::UntrustedRegistry => "untrusted-registry",
+            Rule::CpuCeiling => "cpu-ceiling",
+            Rule::MemoryCeiling => "memory-ceiling",
+            Rule::PidsCeiling => "pids-ceiling",
+        }
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("refused by stockade policy rule `{rule_name}`: {reason}", rule_name = .rule.name())]
+pub struct Refusal {
+    pub rule: Rule,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum HardenError {
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    #[error("invalid spec: {0}")]
+    InvalidSpec(String),
+}
+
+/// Harden a container's spec.
+pub fn harden(
+    mut spec: Spec,
+    profile: &Profile,
+    ctx: &HardenContext,
+) -> Result<Hardened, HardenError> {
+    let mut report = Report::default();
+    if spec.process().is_none() {
+        return Err(HardenError::InvalidSpec("the spec has no `process`".into()));
+    }
+    if spec.root().is_none() {
+        return Err(HardenError::InvalidSpec("the spec has no `root`".into()));
+    }
+    if spec.linux().is_none() {
+        return Err(HardenError::InvalidSpec("the spec has no `linux` section".into()));
+    }
+    if !ctx.is_sandbox && ctx.pod_userns.is_none() {
+        return Err(HardenError::InvalidSpec(format!(
+            "container {} of pod {} has no pod user namespace to join",
+            ctx.container_id, ctx.sandbox_id
+        )));
+    }
+
+    policy::check(&spec, profile, &mut report)?;
+
+    harden_process(&mut spec, profile, ctx, &mut report)?;
+    harden_mounts(&mut spec, &mut report);
+
+    let mut linux = spec.linux().clone().unwrap_or_default();
+    add_paths(&mut linux, profile, &mut report);
+    join_user_namespace(&mut linux, ctx, &mut report)?;
+
+    let limited = resources::limit(
+        linux.resources().clone().unwrap_or_default(),
+        &profile.cgroups,
+        &mut report,
+    )?;
+    linux.set_resources(Some(limited));
+    if !linux
+        .cgroups_path()
+        .as_ref()
+        .is_some_and(|p| p.is_absolute() && !p.to_string_lossy().contains(':'))
+    {
+        let path = PathBuf::from(format!(
+            "{}/{}/{}",
+            profile.cgroups.parent, ctx.sandbox_id, ctx.container_id
+        ));
+        report.change(
+            "cgroups",
+            format!("cgroupsPath set to {} (none, or not absolute)", path.display()),
+        );
+        linux.set_cgroups_path(Some(path));
+    }
+
+    // libcontainer without libseccomp would silently ignore this: we install it ourselves.
+    let pod_seccomp = linux.seccomp().clone();
+    linux.set_seccomp(None);
+    if pod_seccomp.is_some() {
+        report.change(
+            "seccomp",
+            "the pod's seccomp profile is installed after the default one, so it can only narrow it",
+        );
+    }
+    report.change(
+        "seccomp",
+        format!(
+            "default filter from {} installed before exec",
+            profile.seccomp.file.display()
+        ),
+    );
+    spec.set_linux(Some(linux));
+
+    Ok(Hardened {
+        spec,
+        seccomp: SeccompPlan {
+            default: profile.seccomp.profile.clone(),
+            pod: pod_seccomp,
+        },
+        report,
+    })
+}
+
+/// Clamp (or refuse) a resources update the same way `harden` does for Create.
+pub fn harden_resources(
+    resources: LinuxResources,
+    profile: &Profile,
+) -> Result<(LinuxResources, Report), HardenError> {
+    let mut report = Report::default();
+    let limited = resources::limit(resources, &profile.cgroups, &mut report)?;
+    Ok((limited, report))
+}
+
+fn harden_process(
+    spec: &mut Spec,
+    profile: &Profile,
+    ctx: &HardenContext,
+    report: &mut Report,
+) -> Result<(), HardenError> {
+    let mut process = spec.process().clone().unwrap_or_default();
+
+    let allow = &profile.capabilities.allow;
+    let requested = policy::requested_capabilities(spec);
+    let mut dropped: Vec<String> = requested
+        .iter()
+        .filter(|c| !allow.contains(c))
+        .map(|c| format!("CAP_{c}"))
+        .collect();
+    dropped.sort();
+    if !dropped.is_empty() {
+        report.change(
+            "capabilities",
+            format!("dropped (not in the allowlist): {}", dropped.join(", ")),
+        );
+    }
+    let old = process.capabilities().clone();
+    let clamp = |set: Option<&Capabilities>| -> Capabilities {
+        set.map(|s| s.intersection(allow).copied().collect())
+            .unwrap_or_default()
+    };
+    let mut caps = LinuxCapabilities::default();
+    caps.set_bounding(Some(clamp(old.as_ref().and_then(|c| c.bounding().as_ref()))));
+    caps.set_effective(Some(clamp(old.as_ref().and_then(|c| c.effective().as_ref()))));
+    caps.set_permitted(Some(clamp(old.as_ref().and_then(|c| c.permitted().as_ref()))));
+    // Nothing crosses exec for a non-root user.
+    caps.set_inheritable(Some(Capabilities::new()));
+    caps.set_ambient(Some(Capabilities::new()));
+    if old.is_none() {
+        report.change("capabilities", "the spec set none: every set is empty");
+    }
+    process.set_capabilities(Some(caps));
+
+    if process.no_new_privileges() != Some(true) {
+        report.change("capabilities", "no_new_privs set");
+    }
+    process.set_no_new_privileges(Some(true));
+
+    let user = process.user();
+    let size = ctx.id_range.size;
+    let ids = std::iter::once(("process.user.uid", user.uid()))
+        .chain(std::iter::once(("process.user.gid", user.gid())))
+        .chain(
+            user.additional_gids()
+                .iter()
+                .flatten()
+                .map(|g| ("process.user.additionalGids", *g)),
+        );
+    for (what, id) in ids {
+        if id >= size {
+            return Err(HardenError::InvalidSpec(format!(
+                "{what} {id} is outside the pod's user namespace (IDs 0..{size})"
+            )));
+        }
+    }
+
+    spec.set_process(Some(process));
+    Ok(())
+}
+
+/// /sys and its cgroup view are read-only, as kubelet gives unprivileged containers.
+fn harden_mounts(spec: &mut Spec, report: &mut Report) {
+    let Some(mounts) = spec.mounts().clone() else {
+        return;
+    };
+    let mounts: Vec<Mount> = mounts
+        .into_iter()
+        .map(|mut m| {
+            let dest = m.destination().to_string_lossy().into_owned();
+            let is_sys = matches!(m.typ().as_deref(), Some("sysfs") | Some("cgroup") | Some("cgroup2"))
+                && (dest == "/sys" || dest == "/sys/fs/cgroup");
+            if is_sys {
+                let mut options: Vec<String> = m.options().clone().unwrap_or_default();
+                if !options.iter().any(|o| o == "ro") {
+                    options.retain(|o| o != "rw");
+                    options.push("ro".into());
+                    report.change("paths", format!("{dest} mounted read-only"));
+                    m.set_options(Some(options));
+                }
+            }
+            m
+        })
+        .collect();
+    spec.set_mounts(Some(mounts));
+}
+
+fn add_paths(
+    linux: &mut crate::oci_spec::runtime::Linux,
+    profile: &Profile,
+    report: &mut Report,
+) {
+    let merge = |have: Option<Vec<String>>, want: &[String]| -> (Vec<String>, Vec<String>) {
+        let mut paths = have.unwrap_or_default();
+        let mut added = Vec::new();
+        for p in want {
+            if !paths.contains(p) {
+                paths.push(p.clone());
+                added.push(p.clone());
+            }
+        }
+        (paths, added)
+    };
+    let (masked, added) = merge(linux.masked_paths().clone(), &profile.paths.masked);
+    if !added.is_empty() {
+        report.change("paths", format!("masked: {}", added.join(", ")));
+    }
+    linux.set_masked_paths(Some(masked));
+    let (readonly, added) = merge(linux.readonly_paths().clone(), &profile.paths.readonly);
+    if !added.is_empty() {
+        report.change("paths", format!("read-only: {}", added.join(", ")));
+    }
+    linux.set_readonly_paths(Some(readonly));
+}
+
+/// The pod's user namespace: the sandbox creates it with the pod's mapping, app containers
+/// join it by path. Also gives the container its own mount and cgroup namespaces, and a
+/// UTS namespace wherever it has its own network.
+fn join_user_namespace(
+    linux: &mut crate::oci_spec::runtime::Linux,
+    ctx: &HardenContext,
+    report: &mut Report,
+) -> Result<(), HardenError> {
+    let mut namespaces = linux.namespaces().clone().unwrap_or_default();
+    let user_ns = {
+        let mut ns = LinuxNamespace::default();
+        ns.set_typ(LinuxNamespaceType::User);
+        ns.set_path(if ctx.is_sandbox { None } else { ctx.pod_userns.clone() });
+        ns
+    };
+    match namespaces.iter_mut().find(|n| n.typ() == LinuxNamespaceType::User) {
+        Some(existing) if *existing == user_ns => {}
+        Some(existing) => {
+            report.change("userns", "the spec's user namespace replaced by the pod's");
+            *existing = user_ns;
+        }
+        None => {
+            namespaces.push(user_ns);
+            report.change(
+                "userns",
+                if ctx.is_sandbox {
+                    format!(
+                        "new user namespace for pod {}: root is host ID {}",
+                        ctx.sandbox_id, ctx.id_range.first
+                    )
+                } else {
+                    format!("joins the user namespace of pod {}", ctx.sandbox_id)
+                },
+            );
+        }
+    }
+    let has_net = namespaces.iter().any(|n| n.typ() == LinuxNamespaceType::Network);
+    for typ in [LinuxNamespaceType::Mount, LinuxNamespaceType::Cgroup, LinuxNamespaceType::Uts] {
+        if typ == LinuxNamespaceType::Uts && !has_net {
+            continue;
+        }
+        if !namespaces.iter().any(|n| n.typ() == typ) {
+            let mut ns = LinuxNamespace::default();
+            ns.set_typ(typ);
+            namespaces.push(ns);
+            report.change("userns", format!("own {typ} namespace added"));
+        }
+    }
+    linux.set_namespaces(Some(namespaces));
+
+    let mapping = LinuxIdMappingBuilder::default()
+        .container_id(0u32)
+        .host_id(ctx.id_range.first)
+        .size(ctx.id_range.size)
+        .build()
+        .map_err(|e| HardenError::InvalidSpec(format!("ID mapping: {e}")))?;
+    linux.set_uid_mappings(Some(vec![mapping]));
+    linux.set_gid_mappings(Some(vec![mapping]));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
