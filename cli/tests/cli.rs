@@ -42,10 +42,22 @@ fn broken_profile_names_the_key() {
     );
     for (from, to, key) in [
         ("pids = 8192", "pids = -5", "cgroups.ceilings.pids"),
-        ("no_new_privs = true", "no_new_privs = false", "capabilities.no_new_privs"),
-        ("host_ipc = \"deny\"", "host_ipc = \"maybe\"", "policy.host_ipc"),
+        (
+            "no_new_privs = true",
+            "no_new_privs = false",
+            "capabilities.no_new_privs",
+        ),
+        (
+            "host_ipc = \"deny\"",
+            "host_ipc = \"maybe\"",
+            "policy.host_ipc",
+        ),
         ("first_id = 1073741824", "first_id = 0", "userns.first_id"),
-        ("log_denials = true", "log_denials = true\nverbose = 1", "seccomp.verbose"),
+        (
+            "log_denials = true",
+            "log_denials = true\nverbose = 1",
+            "seccomp.verbose",
+        ),
     ] {
         assert!(text.contains(from), "{from}");
         let file = dir.path().join("broken.toml");
@@ -65,14 +77,20 @@ fn broken_profile_names_the_key() {
     .unwrap();
     let file = dir.path().join("broken.toml");
     let with_bad_seccomp = text.replace(
-        &format!("profile = {:?}", root().join("profiles/seccomp/default.json")),
+        &format!(
+            "profile = {:?}",
+            root().join("profiles/seccomp/default.json")
+        ),
         &format!("profile = {seccomp:?}"),
     );
     std::fs::write(&file, with_bad_seccomp).unwrap();
     let out = stockade(&["profile", "check", file.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
-    assert!(err.contains("seccomp.profile") && err.contains("no_such_call"), "{err}");
+    assert!(
+        err.contains("seccomp.profile") && err.contains("no_such_call"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -85,7 +103,11 @@ fn privileged_config_is_refused_with_the_rule() {
     ]);
     assert_eq!(out.status.code(), Some(3));
     assert!(out.stdout.is_empty());
-    assert!(stderr(&out).contains("rule `privileged`"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("rule `privileged`"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]

@@ -352,10 +352,17 @@ fn parse_capabilities(
 ) -> Result<Capabilities, ProfileError> {
     let mut set = Capabilities::new();
     for (i, name) in names.iter().enumerate() {
-        let cap = parse_capability(name)
-            .ok_or_else(|| err(&format!("{key}[{i}]"), format!("unknown capability {name:?}")))?;
+        let cap = parse_capability(name).ok_or_else(|| {
+            err(
+                &format!("{key}[{i}]"),
+                format!("unknown capability {name:?}"),
+            )
+        })?;
         if !set.insert(cap) {
-            return Err(err(&format!("{key}[{i}]"), format!("{name:?} is listed twice")));
+            return Err(err(
+                &format!("{key}[{i}]"),
+                format!("{name:?} is listed twice"),
+            ));
         }
     }
     Ok(set)
@@ -615,16 +622,32 @@ mod tests {
     #[test]
     fn capability_names_with_and_without_prefix() {
         assert_eq!(parse_capability("CHOWN"), Some(Capability::Chown));
-        assert_eq!(parse_capability("cap_sys_admin"), Some(Capability::SysAdmin));
+        assert_eq!(
+            parse_capability("cap_sys_admin"),
+            Some(Capability::SysAdmin)
+        );
         assert_eq!(parse_capability("CAP_FLY"), None);
     }
 
     #[test]
     fn registry_patterns() {
-        for ok in ["docker.io", "*.azurecr.io", "localhost:5000", "ghcr.io/acme"] {
+        for ok in [
+            "docker.io",
+            "*.azurecr.io",
+            "localhost:5000",
+            "ghcr.io/acme",
+        ] {
             assert!(validate_registry_pattern(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "https://docker.io", "*", "doc*er.io", "*.io/x", "a b", "x.io/"] {
+        for bad in [
+            "",
+            "https://docker.io",
+            "*",
+            "doc*er.io",
+            "*.io/x",
+            "a b",
+            "x.io/",
+        ] {
             assert!(validate_registry_pattern(bad).is_err(), "{bad}");
         }
     }

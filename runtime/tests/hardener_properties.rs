@@ -167,7 +167,9 @@ fn check(spec: Spec, profile: &Profile, is_sandbox: bool) -> Result<(), TestCase
         .collect();
     prop_assert_eq!(user.len(), 1);
     prop_assert_eq!(user[0].path().is_none(), is_sandbox);
-    prop_assert!(namespaces.iter().any(|n| n.typ() == LinuxNamespaceType::Mount));
+    prop_assert!(namespaces
+        .iter()
+        .any(|n| n.typ() == LinuxNamespaceType::Mount));
     let uid_map = linux.uid_mappings().as_ref().unwrap();
     prop_assert_eq!(uid_map[0].host_id(), profile.userns.first_id);
     prop_assert!(uid_map[0].host_id() != 0);

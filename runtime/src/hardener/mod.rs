@@ -144,7 +144,9 @@ pub fn harden(
         return Err(HardenError::InvalidSpec("the spec has no `root`".into()));
     }
     if spec.linux().is_none() {
-        return Err(HardenError::InvalidSpec("the spec has no `linux` section".into()));
+        return Err(HardenError::InvalidSpec(
+            "the spec has no `linux` section".into(),
+        ));
     }
     if !ctx.is_sandbox && ctx.pod_userns.is_none() {
         return Err(HardenError::InvalidSpec(format!(
@@ -179,7 +181,10 @@ pub fn harden(
         ));
         report.change(
             "cgroups",
-            format!("cgroupsPath set to {} (none, or not absolute)", path.display()),
+            format!(
+                "cgroupsPath set to {} (none, or not absolute)",
+                path.display()
+            ),
         );
         linux.set_cgroups_path(Some(path));
     }
@@ -250,9 +255,15 @@ fn harden_process(
             .unwrap_or_default()
     };
     let mut caps = LinuxCapabilities::default();
-    caps.set_bounding(Some(clamp(old.as_ref().and_then(|c| c.bounding().as_ref()))));
-    caps.set_effective(Some(clamp(old.as_ref().and_then(|c| c.effective().as_ref()))));
-    caps.set_permitted(Some(clamp(old.as_ref().and_then(|c| c.permitted().as_ref()))));
+    caps.set_bounding(Some(clamp(
+        old.as_ref().and_then(|c| c.bounding().as_ref()),
+    )));
+    caps.set_effective(Some(clamp(
+        old.as_ref().and_then(|c| c.effective().as_ref()),
+    )));
+    caps.set_permitted(Some(clamp(
+        old.as_ref().and_then(|c| c.permitted().as_ref()),
+    )));
     // Nothing crosses exec for a non-root user.
     caps.set_inheritable(Some(Capabilities::new()));
     caps.set_ambient(Some(Capabilities::new()));
@@ -297,8 +308,10 @@ fn harden_mounts(spec: &mut Spec, report: &mut Report) {
         .into_iter()
         .map(|mut m| {
             let dest = m.destination().to_string_lossy().into_owned();
-            let is_sys = matches!(m.typ().as_deref(), Some("sysfs") | Some("cgroup") | Some("cgroup2"))
-                && (dest == "/sys" || dest == "/sys/fs/cgroup");
+            let is_sys = matches!(
+                m.typ().as_deref(),
+                Some("sysfs") | Some("cgroup") | Some("cgroup2")
+            ) && (dest == "/sys" || dest == "/sys/fs/cgroup");
             if is_sys {
                 let mut options: Vec<String> = m.options().clone().unwrap_or_default();
                 if !options.iter().any(|o| o == "ro") {
@@ -314,11 +327,7 @@ fn harden_mounts(spec: &mut Spec, report: &mut Report) {
     spec.set_mounts(Some(mounts));
 }
 
-fn add_paths(
-    linux: &mut crate::oci_spec::runtime::Linux,
-    profile: &Profile,
-    report: &mut Report,
-) {
+fn add_paths(linux: &mut crate::oci_spec::runtime::Linux, profile: &Profile, report: &mut Report) {
     let merge = |have: Option<Vec<String>>, want: &[String]| -> (Vec<String>, Vec<String>) {
         let mut paths = have.unwrap_or_default();
         let mut added = Vec::new();
@@ -354,10 +363,17 @@ fn join_user_namespace(
     let user_ns = {
         let mut ns = LinuxNamespace::default();
         ns.set_typ(LinuxNamespaceType::User);
-        ns.set_path(if ctx.is_sandbox { None } else { ctx.pod_userns.clone() });
+        ns.set_path(if ctx.is_sandbox {
+            None
+        } else {
+            ctx.pod_userns.clone()
+        });
         ns
     };
-    match namespaces.iter_mut().find(|n| n.typ() == LinuxNamespaceType::User) {
+    match namespaces
+        .iter_mut()
+        .find(|n| n.typ() == LinuxNamespaceType::User)
+    {
         Some(existing) if *existing == user_ns => {}
         Some(existing) => {
             report.change("userns", "the spec's user namespace replaced by the pod's");
@@ -378,8 +394,14 @@ fn join_user_namespace(
             );
         }
     }
-    let has_net = namespaces.iter().any(|n| n.typ() == LinuxNamespaceType::Network);
-    for typ in [LinuxNamespaceType::Mount, LinuxNamespaceType::Cgroup, LinuxNamespaceType::Uts] {
+    let has_net = namespaces
+        .iter()
+        .any(|n| n.typ() == LinuxNamespaceType::Network);
+    for typ in [
+        LinuxNamespaceType::Mount,
+        LinuxNamespaceType::Cgroup,
+        LinuxNamespaceType::Uts,
+    ] {
         if typ == LinuxNamespaceType::Uts && !has_net {
             continue;
         }

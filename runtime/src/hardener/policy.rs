@@ -25,9 +25,24 @@ pub(crate) fn check(spec: &Spec, profile: &Profile, report: &mut Report) -> Resu
         .unwrap_or_default();
     let has = |t: LinuxNamespaceType| namespaces.iter().any(|n| n.typ() == t);
     for (typ, verdict, rule, name) in [
-        (LinuxNamespaceType::Network, policy.host_network, Rule::HostNetwork, "network"),
-        (LinuxNamespaceType::Pid, policy.host_pid, Rule::HostPid, "PID"),
-        (LinuxNamespaceType::Ipc, policy.host_ipc, Rule::HostIpc, "IPC"),
+        (
+            LinuxNamespaceType::Network,
+            policy.host_network,
+            Rule::HostNetwork,
+            "network",
+        ),
+        (
+            LinuxNamespaceType::Pid,
+            policy.host_pid,
+            Rule::HostPid,
+            "PID",
+        ),
+        (
+            LinuxNamespaceType::Ipc,
+            policy.host_ipc,
+            Rule::HostIpc,
+            "IPC",
+        ),
     ] {
         if !has(typ) {
             if verdict == Verdict::Deny {
@@ -89,7 +104,11 @@ fn privileged_reason(spec: &Spec) -> Option<String> {
 
 /// The union of every capability set in the spec.
 pub(crate) fn requested_capabilities(spec: &Spec) -> Capabilities {
-    let Some(caps) = spec.process().as_ref().and_then(|p| p.capabilities().as_ref()) else {
+    let Some(caps) = spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.capabilities().as_ref())
+    else {
         return Capabilities::new();
     };
     [

@@ -86,7 +86,10 @@ mod tests {
     #[test]
     fn normalizes_like_containerd() {
         assert_eq!(origin("busybox").repository, "docker.io/library/busybox");
-        assert_eq!(origin("busybox:1.36").repository, "docker.io/library/busybox");
+        assert_eq!(
+            origin("busybox:1.36").repository,
+            "docker.io/library/busybox"
+        );
         assert_eq!(origin("acme/app:v1").repository, "docker.io/acme/app");
         assert_eq!(origin("localhost:5000/app:v1").domain, "localhost:5000");
         assert_eq!(

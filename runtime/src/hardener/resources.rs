@@ -28,7 +28,9 @@ pub(crate) fn limit(
             if let Some(value) = unified.remove(key) {
                 report.change(
                     "cgroups",
-                    format!("dropped raw cgroup v2 setting {key}={value:?}: the limits above decide it"),
+                    format!(
+                        "dropped raw cgroup v2 setting {key}={value:?}: the limits above decide it"
+                    ),
                 );
             }
         }
@@ -113,13 +115,20 @@ fn limit_memory(
     Ok(memory)
 }
 
-fn limit_cpu(mut cpu: LinuxCpu, cg: &CgroupSettings, report: &mut Report) -> Result<LinuxCpu, Refusal> {
+fn limit_cpu(
+    mut cpu: LinuxCpu,
+    cg: &CgroupSettings,
+    report: &mut Report,
+) -> Result<LinuxCpu, Refusal> {
     let period = match cpu.period() {
         Some(p) if CPU_PERIOD_RANGE_US.contains(&p) => p,
         Some(p) => {
             report.change(
                 "cgroups",
-                format!("CPU period {p}us is outside 1ms..1s: using {}us", cg.cpu_period_us),
+                format!(
+                    "CPU period {p}us is outside 1ms..1s: using {}us",
+                    cg.cpu_period_us
+                ),
             );
             cg.cpu_period_us
         }
@@ -168,7 +177,11 @@ fn cores(quota: i64, period: u64) -> String {
     format!("{:.2}", quota as f64 / period as f64)
 }
 
-fn limit_pids(pids: LinuxPids, cg: &CgroupSettings, report: &mut Report) -> Result<LinuxPids, Refusal> {
+fn limit_pids(
+    pids: LinuxPids,
+    cg: &CgroupSettings,
+    report: &mut Report,
+) -> Result<LinuxPids, Refusal> {
     let ceiling = cg.ceilings.pids;
     let limit = match pids.limit() {
         l if l > 0 && l <= ceiling => l,
@@ -184,7 +197,10 @@ fn limit_pids(pids: LinuxPids, cg: &CgroupSettings, report: &mut Report) -> Resu
         _ => {
             report.change(
                 "cgroups",
-                format!("pids limit set to the default {} (none asked)", cg.defaults.pids),
+                format!(
+                    "pids limit set to the default {} (none asked)",
+                    cg.defaults.pids
+                ),
             );
             cg.defaults.pids
         }

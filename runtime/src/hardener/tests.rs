@@ -6,7 +6,9 @@ use crate::profile::{OnExcess, Verdict};
 use std::path::Path;
 
 fn fixture(name: &str) -> Spec {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
     Spec::load(&path).unwrap()
 }
 
@@ -111,9 +113,24 @@ fn ordinary_ctr_container_is_hardened() {
     let h = harden(fixture("ctr-default.json"), &p, &ctx).unwrap();
     assert_hardened(&h, &p, &ctx);
     // containerd's defaults beyond the allowlist are dropped quietly, and reported.
-    let caps = h.spec.process().as_ref().unwrap().capabilities().clone().unwrap();
-    assert!(!caps.bounding().as_ref().unwrap().contains(&Capability::NetRaw));
-    assert!(caps.bounding().as_ref().unwrap().contains(&Capability::Chown));
+    let caps = h
+        .spec
+        .process()
+        .as_ref()
+        .unwrap()
+        .capabilities()
+        .clone()
+        .unwrap();
+    assert!(!caps
+        .bounding()
+        .as_ref()
+        .unwrap()
+        .contains(&Capability::NetRaw));
+    assert!(caps
+        .bounding()
+        .as_ref()
+        .unwrap()
+        .contains(&Capability::Chown));
     assert!(h
         .report
         .changes
@@ -121,7 +138,10 @@ fn ordinary_ctr_container_is_hardened() {
         .any(|c| c.guard == "capabilities" && c.what.contains("CAP_NET_RAW")));
     // No limits asked: the defaults.
     let r = resources(&h.spec);
-    assert_eq!(r.memory().unwrap().limit(), Some(p.cgroups.defaults.memory_bytes));
+    assert_eq!(
+        r.memory().unwrap().limit(),
+        Some(p.cgroups.defaults.memory_bytes)
+    );
     assert_eq!(r.pids().unwrap().limit(), p.cgroups.defaults.pids);
     assert_eq!(r.cpu().as_ref().unwrap().quota(), Some(100_000));
     // The masked path containerd lacks is added.
@@ -150,8 +170,14 @@ fn cri_sandbox_and_app_container() {
     let h = harden(fixture("cri-container.json"), &p, &ctx).unwrap();
     assert_hardened(&h, &p, &ctx);
     let ns = linux(&h.spec).namespaces().clone().unwrap();
-    let user = ns.iter().find(|n| n.typ() == LinuxNamespaceType::User).unwrap();
-    assert_eq!(user.path().as_deref(), Some(Path::new("/proc/4242/ns/user")));
+    let user = ns
+        .iter()
+        .find(|n| n.typ() == LinuxNamespaceType::User)
+        .unwrap();
+    assert_eq!(
+        user.path().as_deref(),
+        Some(Path::new("/proc/4242/ns/user"))
+    );
     // The pod's own limits within the ceilings are kept as asked.
     let r = resources(&h.spec);
     assert_eq!(r.memory().unwrap().limit(), Some(268_435_456));
@@ -237,7 +263,10 @@ fn extra_capabilities_are_refused_or_dropped() {
     );
     let err = harden(spec.clone(), &p, &app_ctx()).unwrap_err();
     assert!(err.to_string().contains("`extra-capabilities`"), "{err}");
-    assert!(err.to_string().contains("CAP_NET_ADMIN, CAP_SYS_PTRACE"), "{err}");
+    assert!(
+        err.to_string().contains("CAP_NET_ADMIN, CAP_SYS_PTRACE"),
+        "{err}"
+    );
 
     let mut lenient = p.clone();
     lenient.policy.extra_capabilities = Verdict::Allow;
@@ -252,7 +281,14 @@ fn strict_profile_keeps_only_net_bind_service() {
     let ctx = sandbox_ctx();
     let h = harden(fixture("ctr-default.json"), &p, &ctx).unwrap();
     assert_hardened(&h, &p, &ctx);
-    let caps = h.spec.process().as_ref().unwrap().capabilities().clone().unwrap();
+    let caps = h
+        .spec
+        .process()
+        .as_ref()
+        .unwrap()
+        .capabilities()
+        .clone()
+        .unwrap();
     let expected: Capabilities = [Capability::NetBindService].into_iter().collect();
     assert_eq!(caps.effective().as_ref(), Some(&expected));
 }
@@ -286,8 +322,15 @@ fn huge_limits_are_clamped_under_default() {
     assert_eq!(r.pids().unwrap().limit(), p.cgroups.ceilings.pids);
     let unified = r.unified().clone().unwrap();
     assert!(!unified.contains_key("memory.max") && !unified.contains_key("pids.max"));
-    assert_eq!(unified.get("memory.oom.group").map(String::as_str), Some("1"));
-    assert!(h.report.changes.iter().any(|c| c.what.contains("lowered to the ceiling")));
+    assert_eq!(
+        unified.get("memory.oom.group").map(String::as_str),
+        Some("1")
+    );
+    assert!(h
+        .report
+        .changes
+        .iter()
+        .any(|c| c.what.contains("lowered to the ceiling")));
 }
 
 #[test]
@@ -295,11 +338,20 @@ fn huge_limits_are_refused_under_strict() {
     let p = profile("strict");
     assert_eq!(p.cgroups.on_excess, OnExcess::Refuse);
     let spec = with_limits(fixture("ctr-default.json"), 1 << 40, 50_000, 100);
-    assert_eq!(refused_by(harden(spec, &p, &sandbox_ctx())), Rule::MemoryCeiling);
+    assert_eq!(
+        refused_by(harden(spec, &p, &sandbox_ctx())),
+        Rule::MemoryCeiling
+    );
     let spec = with_limits(fixture("ctr-default.json"), 64 << 20, 64 * 100_000, 100);
-    assert_eq!(refused_by(harden(spec, &p, &sandbox_ctx())), Rule::CpuCeiling);
+    assert_eq!(
+        refused_by(harden(spec, &p, &sandbox_ctx())),
+        Rule::CpuCeiling
+    );
     let spec = with_limits(fixture("ctr-default.json"), 64 << 20, 50_000, 100_000);
-    assert_eq!(refused_by(harden(spec, &p, &sandbox_ctx())), Rule::PidsCeiling);
+    assert_eq!(
+        refused_by(harden(spec, &p, &sandbox_ctx())),
+        Rule::PidsCeiling
+    );
 }
 
 #[test]
@@ -310,7 +362,10 @@ fn negative_and_zero_limits_get_defaults() {
     let h = harden(spec, &p, &ctx).unwrap();
     assert_hardened(&h, &p, &ctx);
     let r = resources(&h.spec);
-    assert_eq!(r.memory().unwrap().limit(), Some(p.cgroups.defaults.memory_bytes));
+    assert_eq!(
+        r.memory().unwrap().limit(),
+        Some(p.cgroups.defaults.memory_bytes)
+    );
     assert_eq!(r.pids().unwrap().limit(), p.cgroups.defaults.pids);
 }
 
@@ -322,7 +377,10 @@ fn update_is_clamped_like_create() {
     }))
     .unwrap();
     let (r, report) = harden_resources(update, &p).unwrap();
-    assert_eq!(r.memory().unwrap().limit(), Some(p.cgroups.ceilings.memory_bytes));
+    assert_eq!(
+        r.memory().unwrap().limit(),
+        Some(p.cgroups.ceilings.memory_bytes)
+    );
     assert_eq!(r.pids().unwrap().limit(), 3);
     assert!(!report.changes.is_empty());
     let strict = profile("strict");
@@ -348,7 +406,10 @@ fn pod_seccomp_is_taken_out_and_stacked() {
     let h = harden(spec, &p, &ctx).unwrap();
     assert_hardened(&h, &p, &ctx);
     assert_eq!(h.seccomp.pod, Some(pod_profile));
-    assert_eq!(h.seccomp.default.default_action(), LinuxSeccompAction::ScmpActErrno);
+    assert_eq!(
+        h.seccomp.default.default_action(),
+        LinuxSeccompAction::ScmpActErrno
+    );
 }
 
 fn with_image(mut spec: Spec, image: &str) -> Spec {
@@ -361,14 +422,25 @@ fn with_image(mut spec: Spec, image: &str) -> Spec {
 #[test]
 fn registries() {
     let p = profile("default");
-    for ok in ["nginx:1.27", "docker.io/library/nginx", "team.azurecr.io/app:v2"] {
+    for ok in [
+        "nginx:1.27",
+        "docker.io/library/nginx",
+        "team.azurecr.io/app:v2",
+    ] {
         let spec = with_image(fixture("cri-container.json"), ok);
         assert!(harden(spec, &p, &app_ctx()).is_ok(), "{ok}");
     }
-    for bad in ["evil.example.com/miner:latest", "localhost:5000/x", "not a name"] {
+    for bad in [
+        "evil.example.com/miner:latest",
+        "localhost:5000/x",
+        "not a name",
+    ] {
         let spec = with_image(fixture("cri-container.json"), bad);
         let err = harden(spec, &p, &app_ctx()).unwrap_err();
-        assert!(err.to_string().contains("`untrusted-registry`"), "{bad}: {err}");
+        assert!(
+            err.to_string().contains("`untrusted-registry`"),
+            "{bad}: {err}"
+        );
     }
     // strict trusts only its own list: docker.io is out.
     let strict = profile("strict");
@@ -379,7 +451,11 @@ fn registries() {
     );
     // Without the annotation (not CRI) the registry is not checked, and the report says so.
     let h = harden(fixture("ctr-default.json"), &p, &sandbox_ctx()).unwrap();
-    assert!(h.report.notes.iter().any(|n| n.contains("registry not checked")));
+    assert!(h
+        .report
+        .notes
+        .iter()
+        .any(|n| n.contains("registry not checked")));
 }
 
 #[test]
@@ -388,7 +464,10 @@ fn malformed_specs_are_invalid_not_panics() {
     let mut spec = fixture("ctr-default.json");
     spec.set_process(None);
     let err = harden(spec, &p, &sandbox_ctx()).unwrap_err();
-    assert!(matches!(err, HardenError::InvalidSpec(ref m) if m.contains("process")), "{err}");
+    assert!(
+        matches!(err, HardenError::InvalidSpec(ref m) if m.contains("process")),
+        "{err}"
+    );
 
     let mut spec = fixture("ctr-default.json");
     spec.set_linux(None);
@@ -420,7 +499,14 @@ fn spec_without_capabilities_gets_none() {
     process.set_capabilities(None);
     spec.set_process(Some(process));
     let h = harden(spec, &p, &sandbox_ctx()).unwrap();
-    let caps = h.spec.process().as_ref().unwrap().capabilities().clone().unwrap();
+    let caps = h
+        .spec
+        .process()
+        .as_ref()
+        .unwrap()
+        .capabilities()
+        .clone()
+        .unwrap();
     assert_eq!(caps.bounding().as_ref().map(|s| s.len()), Some(0));
 }
 
@@ -431,10 +517,16 @@ fn foreign_user_namespace_is_replaced_and_sys_made_read_only() {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ctr-default.json"),
     )
     .unwrap()
-    .replace(r#""ro"
-      ]"#, r#""rw"
-      ]"#);
-    assert!(text.contains(r#""rw""#), "the fixture's /sys must start read-write");
+    .replace(
+        r#""ro"
+      ]"#,
+        r#""rw"
+      ]"#,
+    );
+    assert!(
+        text.contains(r#""rw""#),
+        "the fixture's /sys must start read-write"
+    );
     let mut spec: Spec = serde_json::from_str(&text).unwrap();
     let mut l = spec.linux().clone().unwrap();
     let mut ns = l.namespaces().clone().unwrap();
