@@ -8,8 +8,13 @@
 /// Re-exported so every crate of the workspace uses the same OCI types as libcontainer.
 pub use libcontainer::oci_spec;
 
+pub mod audit;
 pub mod hardener;
 pub mod idrange;
+pub mod monitor;
+pub mod node_state;
 pub mod pod;
 pub mod profile;
+pub mod rootfs;
 pub mod seccomp;
+pub mod userns;

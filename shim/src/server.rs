@@ -1,0 +1,176 @@
+//! The shim server: one process per pod. Forks the zygote while still single-threaded,
+//! then serves the Task API over ttrpc and reaps every child (init and exec processes are
+//! the zygote's siblings, i.e. our children).
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use containerd_shim::publisher::RemotePublisher;
+use containerd_shim::Flags;
+use containerd_shim_protos::shim_async::{create_task, Task};
+use containerd_shim_protos::ttrpc::r#async::transport::Listener;
+use containerd_shim_protos::ttrpc::r#async::Server;
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::service::{Inner, Service};
+use crate::zygote;
+
+const TASK_V3: &str = "containerd.task.v3.Task";
+/// containerd 1.x speaks task API v2; v3 is a renamed copy of it, so the same handlers
+/// serve both names.
+const TASK_V2: &str = "containerd.task.v2.Task";
+
+pub fn run(flags: &Flags) -> anyhow::Result<()> {
+    if flags.socket.is_empty() {
+        bail!("the shim server needs -socket");
+    }
+    // Own session: signals to containerd's process group must not reach the shim, and
+    // containers keep running when containerd restarts.
+    let _ = nix::unistd::setsid();
+    crate::logging::init_server(flags.debug);
+
+    // containerd-shim's spawn() reads our stdout until EOF to know we are serving: keep it
+    // on a close-on-exec fd (closed once the socket listens) and point fd 1 at /dev/null so
+    // neither the zygote nor containers inherit it.
+    // SAFETY: fcntl(F_DUPFD_CLOEXEC) on fd 1 returns a new fd or -1, checked below.
+    let ready = unsafe { libc::fcntl(1, libc::F_DUPFD_CLOEXEC, 3) };
+    if ready < 0 {
+        return Err(std::io::Error::last_os_error()).context("duplicating stdout");
+    }
+    // SAFETY: `ready` is a fresh fd we own.
+    let ready = unsafe { OwnedFd::from_raw_fd(ready) };
+    let devnull = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/null")
+        .context("opening /dev/null")?;
+    nix::unistd::dup2(devnull.as_raw_fd(), 1).context("redirecting stdout")?;
+
+    // SAFETY: prctl with integer arguments only.
+    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("becoming a subreaper");
+    }
+
+    let path = flags.socket.trim_start_matches("unix://").to_string();
+    let Some(listener) = bind(Path::new(&path))? else {
+        tracing::info!(socket = %path, "the pod's shim is already running");
+        return Ok(());
+    };
+    let zygote = zygote::spawn(&[ready.as_raw_fd(), listener.as_raw_fd()])?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("tokio runtime")?;
+    let result = runtime.block_on(serve(flags, &path, listener, zygote, ready));
+    // Blocking threads may still wait on a fifo nobody opens; don't wait for them.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    result
+}
+
+fn bind(path: &Path) -> anyhow::Result<Option<UnixListener>> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    match UnixListener::bind(path) {
+        Ok(l) => Ok(Some(l)),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            if UnixStream::connect(path).is_ok() {
+                // The pod's shim already serves this socket.
+                return Ok(None);
+            }
+            std::fs::remove_file(path)
+                .with_context(|| format!("removing stale {}", path.display()))?;
+            Ok(Some(
+                UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?,
+            ))
+        }
+        Err(e) => Err(e).with_context(|| format!("binding {}", path.display())),
+    }
+}
+
+async fn serve(
+    flags: &Flags,
+    path: &str,
+    listener: UnixListener,
+    zygote: zygote::Zygote,
+    ready: OwnedFd,
+) -> anyhow::Result<()> {
+    let ttrpc_address = std::env::var("TTRPC_ADDRESS").context("TTRPC_ADDRESS is not set")?;
+    let publisher = RemotePublisher::new(&ttrpc_address)
+        .await
+        .map_err(|e| anyhow::anyhow!("connecting to containerd at {ttrpc_address}: {e}"))?;
+    let service = Service::new(&flags.namespace, Arc::new(zygote), publisher);
+    let task: Arc<dyn Task + Send + Sync> = Arc::new(service.clone());
+    let v3 = create_task(task.clone());
+    let v2 = create_task(task)
+        .into_iter()
+        .map(|(name, svc)| {
+            (
+                if name == TASK_V3 {
+                    TASK_V2.to_string()
+                } else {
+                    name
+                },
+                svc,
+            )
+        })
+        .collect();
+
+    tokio::spawn(reap(service.inner.clone()));
+
+    let listener = Listener::try_from(listener).context("ttrpc listener")?;
+    let mut server = Server::new()
+        .add_listener(listener)
+        .register_service(v3)
+        .register_service(v2);
+    server
+        .start()
+        .await
+        .map_err(|e| anyhow::anyhow!("starting the ttrpc server: {e}"))?;
+    drop(ready);
+    tracing::info!(socket = %path, pid = std::process::id(), "shim serving");
+
+    service.inner.shutdown.notified().await;
+    let _ = server.shutdown().await;
+    let _ = std::fs::remove_file(path);
+    tracing::info!("shim exiting");
+    Ok(())
+}
+
+/// Reap every exited child on SIGCHLD and report each exit exactly once.
+async fn reap(inner: Arc<Inner>) {
+    let mut sigchld = match signal(SignalKind::child()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "no SIGCHLD handler: exits will not be reported");
+            return;
+        }
+    };
+    // Ignore SIGTERM/SIGINT: containerd stops the shim through Shutdown.
+    let _term = signal(SignalKind::terminate());
+    let _int = signal(SignalKind::interrupt());
+    loop {
+        loop {
+            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) => inner.on_exit(pid.as_raw(), code).await,
+                Ok(WaitStatus::Signaled(pid, sig, _)) => {
+                    inner.on_exit(pid.as_raw(), 128 + sig as i32).await
+                }
+                Ok(WaitStatus::StillAlive) | Err(nix::errno::Errno::ECHILD) => break,
+                Ok(_) => continue,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "waitpid");
+                    break;
+                }
+            }
+        }
+        if sigchld.recv().await.is_none() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! Where container state lives, and which profile a container gets.
+//!
+//! - libcontainer's state: `/run/stockade/libcontainer/<containerd namespace>/<id>/`
+//!   (tmpfs: gone after a reboot, like the containers).
+//! - Stockade's own record of what Create did (rootfs mounted, pod, cgroup, ID range):
+//!   `<bundle>/stockade.json`, so the `delete` action can undo it after a shim crash.
+//! - The spec as containerd wrote it: `<bundle>/config.orig.json` (audit); the hardened
+//!   spec replaces `<bundle>/config.json`; the seccomp plan is `<bundle>/seccomp.json`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use containerd_shim_protos::protobuf::well_known_types::any::Any;
+use containerd_shim_protos::protobuf::CodedInputStream;
+use serde::{Deserialize, Serialize};
+use stockade_runtime::idrange::IdRange;
+
+pub const STATE_ROOT: &str = "/run/stockade/libcontainer";
+pub const DEFAULT_PROFILE: &str = "/etc/stockade/default.toml";
+/// Environment override of the profile path, e.g. for `ctr run` (set it in containerd's
+/// environment; containerd passes its environment to shims).
+pub const PROFILE_ENV: &str = "STOCKADE_PROFILE";
+pub const RECORD_FILE: &str = "stockade.json";
+pub const SECCOMP_FILE: &str = "seccomp.json";
+pub const ORIGINAL_SPEC: &str = "config.orig.json";
+/// Where the rootfs's idmapped layer clones are attached.
+pub const ROOTFS_STAGING: &str = ".stockade-rootfs";
+
+/// libcontainer's root directory for a containerd namespace.
+pub fn libcontainer_root(namespace: &str) -> PathBuf {
+    Path::new(STATE_ROOT).join(namespace)
+}
+
+/// What Create did, for undoing it from disk.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Record {
+    pub id: String,
+    pub namespace: String,
+    pub sandbox_id: String,
+    pub is_sandbox: bool,
+    pub rootfs_mounted: bool,
+    pub cgroups_path: Option<String>,
+    /// The pod-level cgroup Stockade made (`<profile parent>/<sandbox>`), removed with the
+    /// pod's last container; None when the spec named its own cgroup (kubelet's, ctr's).
+    #[serde(default)]
+    pub pod_cgroup: Option<String>,
+    pub id_range: Option<IdRange>,
+    pub profile: PathBuf,
+}
+
+impl Record {
+    pub fn save(&self, bundle: &Path) -> anyhow::Result<()> {
+        let path = bundle.join(RECORD_FILE);
+        let tmp = bundle.join(format!("{RECORD_FILE}.tmp"));
+        std::fs::write(&tmp, serde_json::to_vec_pretty(self)?)
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))
+    }
+
+    pub fn load(bundle: &Path) -> anyhow::Result<Option<Record>> {
+        let path = bundle.join(RECORD_FILE);
+        match std::fs::read(&path) {
+            Ok(b) => Ok(Some(
+                serde_json::from_slice(&b)
+                    .with_context(|| format!("parsing {}", path.display()))?,
+            )),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+    }
+}
+
+/// The profile path containerd's runtime options name (`ConfigPath`), if any.
+///
+/// containerd 1.6's CRI plugin passes the `options` table of a runtime whose type is not
+/// runc as `cri.runtimeoptions.v1.Options { type_url = 1, config_path = 2 }`; containerd
+/// hands it to the shim on `start`'s stdin and, when the task has no options of its own,
+/// in CreateTaskRequest.options.
+pub fn config_path_from_options(any: &Any) -> Option<PathBuf> {
+    if !any.type_url.ends_with("runtimeoptions.v1.Options") {
+        return None;
+    }
+    let mut input = CodedInputStream::from_bytes(&any.value);
+    let mut found = None;
+    while let Ok(Some(tag)) = input.read_raw_tag_or_eof() {
+        let (field, wire) = (tag >> 3, tag & 7);
+        if field == 2 && wire == 2 {
+            found = input.read_string().ok().filter(|s| !s.is_empty());
+        } else {
+            let Ok(wt) = wire_type(wire) else { break };
+            if input.skip_field(wt).is_err() {
+                break;
+            }
+        }
+    }
+    found.map(PathBuf::from)
+}
+
+fn wire_type(v: u32) -> Result<containerd_shim_protos::protobuf::rt::WireType, ()> {
+    containerd_shim_protos::protobuf::rt::WireType::new(v).ok_or(())
+}
+
+/// The profile for a new container: runtime options, then `$STOCKADE_PROFILE`, then the
+/// default path.
+pub fn profile_path(options: Option<&Any>) -> PathBuf {
+    options
+        .and_then(config_path_from_options)
+        .or_else(|| std::env::var_os(PROFILE_ENV).map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_PROFILE))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_config_path_from_cri_runtime_options() {
+        // field 1 "x", field 2 "/etc/stockade/strict.toml"
+        let path = b"/etc/stockade/strict.toml";
+        let mut value = vec![0x0a, 1, b'x', 0x12, path.len() as u8];
+        value.extend_from_slice(path);
+        let any = Any {
+            type_url: "cri.runtimeoptions.v1.Options".into(),
+            value,
+            ..Default::default()
+        };
+        assert_eq!(
+            config_path_from_options(&any),
+            Some(PathBuf::from("/etc/stockade/strict.toml"))
+        );
+        let other = Any {
+            type_url: "containerd.runc.v1.Options".into(),
+            ..any
+        };
+        assert_eq!(config_path_from_options(&other), None);
+    }
+}

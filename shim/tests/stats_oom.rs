@@ -1,0 +1,374 @@
+//! Real-cgroup tests of the stats collector and the OOM watcher (run as root).
+//!
+//! Every test makes its own parent cgroup `stockade-test-<pid>-<n>` in each
+//! controller it needs and removes it afterwards, also when it fails. The code
+//! under test picks v1 or v2 by detection; this file sets the cgroups up the
+//! same way.
+
+#[allow(dead_code)]
+#[path = "../src/stats.rs"]
+mod stats;
+
+#[allow(dead_code)]
+#[path = "../src/oom.rs"]
+mod oom;
+
+use std::ffi::CString;
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use containerd_shim_protos::cgroups::metrics as v1pb;
+use containerd_shim_protos::cgroups_v2::metrics as v2pb;
+use containerd_shim_protos::protobuf::Message;
+use stats::CgroupMode;
+
+const MIB: u64 = 1 << 20;
+/// Generous bound for the watcher to see the end of a removed cgroup; only a
+/// hang guard, the tests assert on what arrives, not when.
+const HANG_GUARD: Duration = Duration::from_secs(60);
+const BUSYBOX: &str = "/bin/busybox";
+
+static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+struct Limits {
+    memory: u64,
+    pids: u64,
+}
+
+/// A container-like cgroup `/<parent>/ctr` under a parent of our own, in every
+/// controller the code reads; removed (child, then parent) on drop.
+struct TestCgroup {
+    mode: CgroupMode,
+    /// The container's cgroupsPath, as an OCI spec would carry it.
+    cgroups_path: String,
+    /// Per hierarchy: (parent dir, container dir).
+    dirs: Vec<(PathBuf, PathBuf)>,
+}
+
+impl TestCgroup {
+    fn new(limits: Limits) -> Self {
+        let parent = format!(
+            "stockade-test-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::SeqCst)
+        );
+        let mode = stats::detect_mode();
+        let roots: Vec<PathBuf> = match mode {
+            CgroupMode::V1 => ["memory", "pids", "cpu", "cpuacct", "blkio"]
+                .iter()
+                .map(|c| Path::new(stats::CGROUP_ROOT).join(c))
+                .filter(|p| p.is_dir())
+                .collect(),
+            CgroupMode::V2 => vec![PathBuf::from(stats::CGROUP_ROOT)],
+        };
+        let mut cg = TestCgroup {
+            mode,
+            cgroups_path: format!("/{parent}/ctr"),
+            dirs: Vec::new(),
+        };
+        for root in roots {
+            let p = root.join(&parent);
+            fs::create_dir(&p).unwrap();
+            cg.dirs.push((p.clone(), p.join("ctr")));
+            if mode == CgroupMode::V2 {
+                fs::write(p.join("cgroup.subtree_control"), "+memory +pids +cpu").unwrap();
+            }
+            fs::create_dir(p.join("ctr")).unwrap();
+        }
+        match mode {
+            CgroupMode::V1 => {
+                cg.write(
+                    "memory",
+                    "memory.limit_in_bytes",
+                    &limits.memory.to_string(),
+                );
+                // Without swap accounting the file is absent and nothing can swap anyway.
+                if cg
+                    .dir("memory")
+                    .join("memory.memsw.limit_in_bytes")
+                    .exists()
+                {
+                    cg.write(
+                        "memory",
+                        "memory.memsw.limit_in_bytes",
+                        &limits.memory.to_string(),
+                    );
+                }
+                cg.write("pids", "pids.max", &limits.pids.to_string());
+            }
+            CgroupMode::V2 => {
+                cg.write("", "memory.max", &limits.memory.to_string());
+                if cg.dir("").join("memory.swap.max").exists() {
+                    cg.write("", "memory.swap.max", "0");
+                }
+                cg.write("", "pids.max", &limits.pids.to_string());
+            }
+        }
+        cg
+    }
+
+    /// The container directory in the hierarchy of `controller` (ignored on v2).
+    fn dir(&self, controller: &str) -> PathBuf {
+        match self.mode {
+            CgroupMode::V2 => self.dirs[0].1.clone(),
+            CgroupMode::V1 => self
+                .dirs
+                .iter()
+                .find(|(p, _)| p.parent().unwrap().ends_with(controller))
+                .map(|(_, c)| c.clone())
+                .unwrap(),
+        }
+    }
+
+    fn write(&self, controller: &str, file: &str, value: &str) {
+        let path = self.dir(controller).join(file);
+        fs::write(&path, value).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+    }
+
+    /// Starts `cmd` inside the container cgroup (in every hierarchy) before it execs.
+    fn spawn(&self, cmd: &mut Command) -> ChildGuard {
+        let procs: Vec<CString> = self
+            .dirs
+            .iter()
+            .map(|(_, c)| CString::new(c.join("cgroup.procs").as_os_str().as_bytes()).unwrap())
+            .collect();
+        // SAFETY: the hook only calls open/write/close (async-signal-safe) on
+        // strings built before the fork.
+        unsafe {
+            cmd.pre_exec(move || {
+                for path in &procs {
+                    let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                    if fd < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    // "0" moves the writing process itself.
+                    let n = libc::write(fd, b"0".as_ptr().cast(), 1);
+                    let err = std::io::Error::last_os_error();
+                    libc::close(fd);
+                    if n != 1 {
+                        return Err(err);
+                    }
+                }
+                Ok(())
+            });
+        }
+        ChildGuard(Some(cmd.spawn().unwrap()))
+    }
+
+    /// Removes the container cgroup now (the parent stays until drop).
+    fn remove_container(&self) {
+        for (_, c) in &self.dirs {
+            rmdir_retry(c);
+        }
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        for (p, c) in &self.dirs {
+            if c.exists() {
+                rmdir_retry(c);
+            }
+            if p.exists() {
+                rmdir_retry(p);
+            }
+        }
+    }
+}
+
+/// A cgroup whose last task just died can stay busy for a moment.
+fn rmdir_retry(dir: &Path) {
+    for _ in 0..100 {
+        match fs::remove_dir(dir) {
+            Ok(()) => return,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+    eprintln!("could not remove test cgroup {}", dir.display());
+}
+
+/// Kills and reaps the child (by its PID, through std) if a test fails midway.
+struct ChildGuard(Option<Child>);
+
+impl ChildGuard {
+    fn child(&mut self) -> &mut Child {
+        self.0.as_mut().unwrap()
+    }
+    fn wait(mut self) -> std::process::ExitStatus {
+        self.0.take().unwrap().wait().unwrap()
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// fds of this process that are eventfds or inotify instances.
+fn watcher_fds() -> Vec<String> {
+    fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| fs::read_link(e.ok()?.path()).ok())
+        .map(|t| t.display().to_string())
+        .filter(|t| t == "anon_inode:[eventfd]" || t == "anon_inode:inotify")
+        .collect()
+}
+
+#[test]
+fn oom_kill_is_reported_once_and_the_watcher_ends_with_the_cgroup() {
+    // Serialised with every other fd-creating test of this binary.
+    let (_lock, rt) = oom::tests::locked_runtime();
+    rt.block_on(oom_kill_is_reported_once());
+}
+
+async fn oom_kill_is_reported_once() {
+    let fds_before = watcher_fds().len();
+    let cg = TestCgroup::new(Limits {
+        memory: 16 * MIB,
+        pids: 16,
+    });
+    let mut rx = oom::watch("oom-ctr".to_string(), &cg.cgroups_path).unwrap();
+    assert_eq!(watcher_fds().len(), fds_before + 1, "one fd per watcher");
+
+    // dd reads 64 MiB of zeroes into one buffer: every page gets touched.
+    let child = cg.spawn(
+        Command::new(BUSYBOX)
+            .args(["dd", "if=/dev/zero", "of=/dev/null", "bs=64M", "count=1"])
+            .stderr(Stdio::null()),
+    );
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap();
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGKILL),
+        "dd was not OOM-killed: {status:?}"
+    );
+
+    let first = tokio::time::timeout(HANG_GUARD, rx.recv()).await.unwrap();
+    assert_eq!(first.as_deref(), Some("oom-ctr"));
+
+    let sample = stats::sample(&cg.cgroups_path).unwrap();
+    assert!(sample.memory.oom_kills >= 1, "{sample:?}");
+
+    // Removing the cgroup ends the watcher: the channel closes with nothing
+    // else in it, so exactly one OOM was reported.
+    cg.remove_container();
+    let rest = tokio::time::timeout(HANG_GUARD, rx.recv())
+        .await
+        .expect("the OOM watcher did not stop after its cgroup was removed");
+    assert_eq!(rest, None, "a second OOM was reported");
+    assert_eq!(
+        watcher_fds().len(),
+        fds_before,
+        "the watcher left its fd open"
+    );
+}
+
+#[test]
+fn dropping_the_receiver_stops_the_watcher() {
+    let (_lock, rt) = oom::tests::locked_runtime();
+    rt.block_on(dropping_the_receiver());
+}
+
+async fn dropping_the_receiver() {
+    let fds_before = watcher_fds().len();
+    let cg = TestCgroup::new(Limits {
+        memory: 16 * MIB,
+        pids: 16,
+    });
+    let rx = oom::watch("dropped".to_string(), &cg.cgroups_path).unwrap();
+    assert_eq!(watcher_fds().len(), fds_before + 1);
+    drop(rx);
+    // The task notices the closed channel on its own; wait for its fd to go.
+    let closed = tokio::time::timeout(HANG_GUARD, async {
+        while watcher_fds().len() != fds_before {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "the watcher kept its fd after the receiver was dropped"
+    );
+}
+
+#[test]
+fn collect_reads_cpu_memory_and_pids_of_a_running_child() {
+    let cg = TestCgroup::new(Limits {
+        memory: 32 * MIB,
+        pids: 8,
+    });
+    // Burn a fixed amount of CPU, say so, then wait on stdin.
+    let mut child = cg.spawn(
+        Command::new(BUSYBOX)
+            .args([
+                "sh",
+                "-c",
+                "/bin/busybox dd if=/dev/zero of=/dev/null bs=1M count=2000 2>/dev/null; echo ready; read x || true",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped()),
+    );
+    let mut line = String::new();
+    BufReader::new(child.child().stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "ready");
+
+    let sample = stats::sample(&cg.cgroups_path).unwrap();
+    assert_eq!(sample.mode, cg.mode);
+    assert!(sample.cpu.usage_ns > 0, "{sample:?}");
+    assert!(sample.cpu.user_ns + sample.cpu.system_ns > 0, "{sample:?}");
+    assert_eq!(sample.memory.memory.limit, Some(32 * MIB), "{sample:?}");
+    assert!(sample.memory.memory.usage > 0, "{sample:?}");
+    assert_eq!(sample.pids.current, 1, "only the shell is left: {sample:?}");
+    assert_eq!(sample.pids.limit, Some(8), "{sample:?}");
+
+    let any = stats::collect(&cg.cgroups_path).unwrap();
+    match cg.mode {
+        CgroupMode::V1 => {
+            assert_eq!(any.type_url, "io.containerd.cgroups.v1.Metrics");
+            let m = v1pb::Metrics::parse_from_bytes(&any.value).unwrap();
+            assert!(m.cpu.usage.total > 0);
+            assert!(!m.cpu.usage.per_cpu.is_empty());
+            assert_eq!(m.memory.usage.limit, 32 * MIB);
+            assert!(m.memory.usage.usage > 0);
+            assert_eq!((m.pids.current, m.pids.limit), (1, 8));
+        }
+        CgroupMode::V2 => {
+            assert_eq!(any.type_url, "io.containerd.cgroups.v2.Metrics");
+            let m = v2pb::Metrics::parse_from_bytes(&any.value).unwrap();
+            assert!(m.cpu.usage_usec > 0);
+            assert_eq!(m.memory.usage_limit, 32 * MIB);
+            assert!(m.memory.usage > 0);
+            assert_eq!((m.pids.current, m.pids.limit), (1, 8));
+        }
+    }
+
+    drop(child.child().stdin.take());
+    let status = child.wait();
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn collect_on_a_missing_cgroup_names_it() {
+    let missing = format!("/stockade-test-{}-missing/ctr", std::process::id());
+    let err = stats::collect(&missing).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains(&missing.trim_start_matches('/').to_string()),
+        "{err}"
+    );
+}
