@@ -5,7 +5,7 @@ PREFIX ?= /usr/local
 ETC ?= /etc/stockade
 PROFILE_DIR := profiles
 
-.PHONY: all build release test test-unit test-integration lint fmt install uninstall demo bench deps clean
+.PHONY: all build release test test-unit test-integration lint fmt install uninstall demo bench bench-quick deps clean
 
 all: build
 
@@ -23,13 +23,13 @@ deps:
 # (root, and the packages from `make deps`).
 test: build
 	$(CARGO) test --workspace --exclude stockade-integration
-	$(CARGO) test -p stockade-integration -- --test-threads=1
+	$(CARGO) test -p stockade-integration --no-fail-fast -- --test-threads=1
 
 test-unit:
 	$(CARGO) test --workspace --exclude stockade-integration
 
 test-integration: build
-	$(CARGO) test -p stockade-integration -- --test-threads=1
+	$(CARGO) test -p stockade-integration --no-fail-fast -- --test-threads=1
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -57,9 +57,24 @@ uninstall:
 demo: deps build
 	$(CARGO) run -q -p stockade-integration --bin stockade-demo
 
+# Stockade against runc on this node (root; the packages from `make deps`). The full run
+# refreshes bench/results/latest/; bench-quick is CI's smoke test of the harness (< 1 min)
+# and checks that the report was produced.
+BENCH_PROFILE ?= release
+BENCH_QUICK_PROFILE ?= dev
+BENCH_FLAGS ?=
+BENCH_QUICK_OUT ?= target/bench-quick
+bench_dir = $(or $(CARGO_TARGET_DIR),target)/$(if $(filter dev,$(1)),debug,$(1))
+
 bench:
-	@echo "make bench: the runc-vs-Stockade benchmark is not built yet (issue: Benchmark)." >&2
-	@exit 1
+	$(CARGO) build --profile $(BENCH_PROFILE) -p containerd-shim-stockade-v1 -p stockade-bench
+	$(call bench_dir,$(BENCH_PROFILE))/stockade-bench $(BENCH_FLAGS)
+
+bench-quick:
+	$(CARGO) build --profile $(BENCH_QUICK_PROFILE) -p containerd-shim-stockade-v1 -p stockade-bench
+	rm -rf $(BENCH_QUICK_OUT)
+	$(call bench_dir,$(BENCH_QUICK_PROFILE))/stockade-bench --quick --out $(BENCH_QUICK_OUT) $(BENCH_FLAGS)
+	./bench/check-report.sh $(BENCH_QUICK_OUT)
 
 clean:
 	$(CARGO) clean

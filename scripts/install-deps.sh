@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages Stockade's tests and demo use, if they are missing.
 set -euo pipefail
-packages=(containerd runc umoci busybox-static containernetworking-plugins)
+packages=(containerd runc umoci busybox-static containernetworking-plugins protobuf-compiler gcc libc6-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,1 +1,17 @@
-//! Harness for tests against a private containerd.
+//! Harness for tests against a private containerd: starting and tearing it down
+//! ([`containerd`]), a CRI client ([`cri`]), locally built test images ([`image`]), and
+//! checks of what a container really got ([`hardening`], [`cgroups`]).
+
+pub mod cgroups;
+pub mod containerd;
+pub mod cri;
+pub mod exec;
+pub mod hardening;
+pub mod image;
+pub mod paths;
+pub mod probes;
+pub mod runtimes;
+pub mod teardown;
+
+pub use containerd::Containerd;
+pub use cri::Cri;

@@ -1,0 +1,149 @@
+//! Where the harness finds the workspace, the built shim and the profiles.
+
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+
+/// The shim binary containerd looks up for runtime_type `io.containerd.stockade.v1`.
+pub const SHIM_BINARY: &str = "containerd-shim-stockade-v1";
+
+/// The workspace root (the directory holding the top-level Cargo.toml).
+pub fn workspace_root() -> PathBuf {
+    if let Some(dir) = std::env::var_os("STOCKADE_WORKSPACE") {
+        return PathBuf::from(dir);
+    }
+    // integration/ is one level below the workspace root.
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// Directories that may hold the freshly built shim, most specific first.
+fn shim_dir_candidates() -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    if let Some(dir) = std::env::var_os("STOCKADE_SHIM_DIR") {
+        dirs.push(PathBuf::from(dir));
+    }
+    // Test binaries live in <target>/<profile>/deps, the demo in <target>/<profile>.
+    if let Ok(exe) = std::env::current_exe() {
+        if let Some(dir) = exe.parent() {
+            if dir.file_name().is_some_and(|n| n == "deps") {
+                if let Some(profile_dir) = dir.parent() {
+                    dirs.push(profile_dir.to_path_buf());
+                }
+            } else {
+                dirs.push(dir.to_path_buf());
+            }
+        }
+    }
+    if let Some(target) = std::env::var_os("CARGO_TARGET_DIR") {
+        dirs.push(PathBuf::from(&target).join("debug"));
+        dirs.push(PathBuf::from(&target).join("release"));
+    }
+    dirs.push(workspace_root().join("target").join("debug"));
+    dirs.push(workspace_root().join("target").join("release"));
+    dirs
+}
+
+/// The directory holding `containerd-shim-stockade-v1`; containerd gets it first in PATH.
+pub fn shim_dir() -> Result<PathBuf> {
+    let candidates = shim_dir_candidates();
+    for dir in &candidates {
+        if dir.join(SHIM_BINARY).is_file() {
+            return Ok(dir.clone());
+        }
+    }
+    bail!(
+        "{SHIM_BINARY} not found (looked in {}); build it first: \
+         cargo build -p containerd-shim-stockade-v1 (or `make test`, which builds it)",
+        candidates
+            .iter()
+            .map(|d| d.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
+/// The profiles directory (default.toml, strict.toml, seccomp/).
+///
+/// By default, the shipped profiles as tests use them: copied under target/ with their
+/// audit log pointed there too, so tests never write the node's /var/log/stockade.
+pub fn profiles_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("STOCKADE_PROFILES_DIR") {
+        return PathBuf::from(dir);
+    }
+    static TEST_PROFILES: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    TEST_PROFILES
+        .get_or_init(|| {
+            let shipped = workspace_root().join("profiles");
+            test_profiles(&shipped).unwrap_or(shipped)
+        })
+        .clone()
+}
+
+/// The audit log the test copies of the profiles write.
+pub fn test_audit_log() -> PathBuf {
+    test_profiles_dir().join("audit.jsonl")
+}
+
+fn test_profiles_dir() -> PathBuf {
+    workspace_root().join("target/stockade-test-profiles")
+}
+
+fn test_profiles(shipped: &Path) -> Result<PathBuf> {
+    let dir = test_profiles_dir();
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let seccomp = shipped.join("seccomp/default.json");
+    let seccomp = seccomp
+        .canonicalize()
+        .with_context(|| format!("resolving {}", seccomp.display()))?;
+    for name in ["default.toml", "strict.toml"] {
+        let text = std::fs::read_to_string(shipped.join(name))
+            .with_context(|| format!("reading {}", shipped.join(name).display()))?;
+        let text: String = text
+            .lines()
+            .map(|line| {
+                if line.starts_with("log = ") {
+                    format!("log = {:?}", test_audit_log())
+                } else if line.starts_with("profile = ") {
+                    format!("profile = {seccomp:?}")
+                } else {
+                    line.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        // Several test processes may do this at once: write aside, then rename.
+        let tmp = dir.join(format!(".{name}.{}", std::process::id()));
+        std::fs::write(&tmp, text + "\n").with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, dir.join(name))
+            .with_context(|| format!("renaming {}", tmp.display()))?;
+    }
+    Ok(dir)
+}
+
+/// A profile by file name, e.g. `default.toml`; errors if it does not exist.
+pub fn profile(name: &str) -> Result<PathBuf> {
+    let path = profiles_dir().join(name);
+    if !path.is_file() {
+        bail!("profile {} does not exist", path.display());
+    }
+    path.canonicalize()
+        .with_context(|| format!("resolving {}", path.display()))
+}
+
+/// Fail loudly (not skip) when a host tool the tests need is missing.
+pub fn require_tool(name: &str) -> Result<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for dir in std::env::split_paths(&path) {
+        let candidate = dir.join(name);
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    bail!(
+        "`{name}` is not installed (the integration tests need containerd, runc, \
+         busybox-static and containernetworking-plugins: apt-get install containerd runc \
+         busybox-static containernetworking-plugins)"
+    )
+}

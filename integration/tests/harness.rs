@@ -1,0 +1,128 @@
+//! The harness cleans up after itself, also when a test panics with containers running.
+
+use stockade_integration::containerd::{HANDLER_RUNC, RUNC_RUNTIME};
+use stockade_integration::image::BUSYBOX_IMAGE;
+use stockade_integration::{teardown, Containerd};
+
+#[test]
+fn panicking_test_leaves_nothing_behind() {
+    panic_with_containers_running(false);
+}
+
+/// With containerd gone, nothing can be removed through it: teardown must find the
+/// shims, containers, mounts, cgroups and network namespaces by itself.
+#[test]
+fn teardown_without_containerd_leaves_nothing_behind() {
+    panic_with_containers_running(true);
+}
+
+fn panic_with_containers_running(kill_containerd_first: bool) {
+    let mut seen = None;
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut c = Containerd::start().unwrap();
+        c.ctr_ok(&[
+            "run",
+            "-d",
+            "--runtime",
+            RUNC_RUNTIME,
+            BUSYBOX_IMAGE,
+            "left",
+            "sleep",
+            "600",
+        ])
+        .unwrap();
+        c.ctr_ok(&["tasks", "pause", "left"]).unwrap();
+        let cri = c.cri().unwrap();
+        let pod_cfg = cri.pod_config("left");
+        let pod = cri.run_pod_sandbox(&pod_cfg, HANDLER_RUNC).unwrap();
+        cri.run_container(
+            &pod,
+            &cri.container_config("app", &["sleep", "600"]),
+            &pod_cfg,
+        )
+        .unwrap();
+        let netns = cri.pod_netns(&pod).unwrap().unwrap();
+        let shims: Vec<i32> = teardown::instance_processes(&c.dir.display().to_string(), &[])
+            .iter()
+            .filter(|p| Some(p.pid as u32) != c.pid())
+            .map(|p| p.pid)
+            .collect();
+        assert!(
+            !shims.is_empty(),
+            "expected shims and containers to be running"
+        );
+        // Proves the socket naming is right: the running shims' sockets are found.
+        let sockets = c.shim_sockets();
+        assert!(
+            sockets.len() >= 2,
+            "shim sockets of running shims not found: {sockets:?}"
+        );
+        seen = Some((
+            c.dir.clone(),
+            c.cgroup_dirs(),
+            c.bridge.clone(),
+            netns,
+            shims,
+            c.name.clone(),
+            sockets,
+        ));
+        if kill_containerd_first {
+            c.stop_daemon().unwrap();
+        }
+        panic!("deliberate failure with containers running");
+    }));
+    assert!(result.is_err());
+    let (dir, cgroups, bridge, netns, pids, name, sockets) = seen.unwrap();
+    for sock in sockets {
+        assert!(!sock.exists(), "shim socket {} left", sock.display());
+    }
+    assert!(!dir.exists(), "{} left", dir.display());
+    for cg in cgroups {
+        assert!(!cg.exists(), "cgroup {} left", cg.display());
+    }
+    assert!(
+        !std::path::Path::new("/sys/class/net")
+            .join(&bridge)
+            .exists(),
+        "bridge {bridge} left"
+    );
+    assert!(!netns.exists(), "netns {} left", netns.display());
+    let cni_cache: Vec<_> = std::fs::read_dir("/var/lib/cni/results")
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        !cni_cache
+            .iter()
+            .any(|f: &String| f.starts_with(&format!("{name}-"))),
+        "CNI cache entries left: {cni_cache:?}"
+    );
+    for pid in pids {
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        assert!(
+            state.is_empty() || state.contains(") Z"),
+            "process {pid} still alive: {state}"
+        );
+    }
+}
+
+#[test]
+fn config_registers_runc_and_both_stockade_handlers() {
+    let c = Containerd::start().unwrap();
+    let cfg = c.config_toml();
+    for needle in [
+        "restrict_oom_score_adj = true",
+        "containerd.runtimes.stockade]",
+        "containerd.runtimes.stockade-strict]",
+        "runtime_type = \"io.containerd.stockade.v1\"",
+        "default_runtime_name = \"runc\"",
+    ] {
+        assert!(cfg.contains(needle), "config lacks {needle}:\n{cfg}");
+    }
+    assert!(cfg.contains("profiles/default.toml") && cfg.contains("profiles/strict.toml"));
+    let cri = c.cri().unwrap();
+    assert_eq!(cri.version().unwrap().runtime_name, "containerd");
+}
