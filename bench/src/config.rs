@@ -1,0 +1,145 @@
+//! Command line and the sample counts of a full and a quick run.
+
+use clap::Parser;
+use serde::Serialize;
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "stockade-bench",
+    about = "Stockade against runc on this node: CRI lifecycle, ctr run, shim memory, \
+             workload overhead, rootfs setup, seccomp install. Needs root, containerd, runc, \
+             ctr, busybox-static and the CNI plugins."
+)]
+pub struct Args {
+    /// A short run (few samples each, well under a minute), as CI runs it.
+    #[arg(long)]
+    pub quick: bool,
+    /// Where result directories go: <root>/<timestamp>/ (full runs also refresh
+    /// <root>/latest/; quick runs write <root>/quick-<timestamp>/ only).
+    #[arg(long, default_value_os_t = default_results_root())]
+    pub results_root: PathBuf,
+    /// Write into exactly this directory instead (no timestamp, no latest/).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Runtimes to compare: stockade, stockade-strict, runc-seccomp (runc with
+    /// RuntimeDefault seccomp); runc (no seccomp) is always there and is the baseline.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "runc,stockade,runc-seccomp"
+    )]
+    pub runtimes: Vec<String>,
+    /// Serial CRI lifecycle cycles per runtime.
+    #[arg(long)]
+    pub serial: Option<usize>,
+    /// Concurrent pods of the parallel CRI lifecycle.
+    #[arg(long)]
+    pub parallel: Option<usize>,
+    /// Parallel batches per runtime.
+    #[arg(long)]
+    pub batches: Option<usize>,
+    /// `ctr run --rm` runs per runtime.
+    #[arg(long)]
+    pub ctr_runs: Option<usize>,
+    /// Pods running at once for the memory measurement.
+    #[arg(long)]
+    pub pods: Option<usize>,
+    /// Workload containers per runtime.
+    #[arg(long)]
+    pub workload_reps: Option<usize>,
+    /// Files in the big image of the rootfs measurement.
+    #[arg(long)]
+    pub big_files: Option<usize>,
+    /// Sections to skip (lifecycle, parallel, ctr, memory, workload, rootfs, seccomp).
+    #[arg(long, value_delimiter = ',')]
+    pub skip: Vec<String>,
+    /// Re-render report.md and the figures of an existing results directory from its
+    /// results.json (no measurement).
+    #[arg(long, value_name = "DIR")]
+    pub render: Option<PathBuf>,
+    /// Internal: the seccomp measurement child (single-threaded): <profile.json> <samples>.
+    #[arg(long, hide = true, num_args = 2)]
+    pub internal_seccomp: Option<Vec<String>>,
+}
+
+fn default_results_root() -> PathBuf {
+    stockade_integration::paths::workspace_root()
+        .join("bench")
+        .join("results")
+}
+
+/// How many samples each section takes.
+#[derive(Debug, Clone, Serialize)]
+pub struct Settings {
+    pub quick: bool,
+    pub serial: usize,
+    pub parallel: usize,
+    pub batches: usize,
+    pub ctr_runs: usize,
+    pub pods: usize,
+    pub workload_reps: usize,
+    /// stockade-load's divisor of its loop counts (1 = full).
+    pub workload_scale: u32,
+    pub small_files: usize,
+    pub big_files: usize,
+    pub rootfs_lib_samples: usize,
+    pub rootfs_cri_samples: usize,
+    pub seccomp_samples: usize,
+    pub skip: Vec<String>,
+}
+
+impl Settings {
+    pub fn from_args(a: &Args) -> Settings {
+        let base = if a.quick {
+            Settings {
+                quick: true,
+                serial: 4,
+                parallel: 10,
+                batches: 1,
+                ctr_runs: 3,
+                pods: 5,
+                workload_reps: 1,
+                workload_scale: 20,
+                small_files: 10,
+                big_files: 5_000,
+                rootfs_lib_samples: 5,
+                rootfs_cri_samples: 2,
+                seccomp_samples: 50,
+                skip: Vec::new(),
+            }
+        } else {
+            Settings {
+                quick: false,
+                serial: 200,
+                parallel: 10,
+                batches: 10,
+                ctr_runs: 50,
+                pods: 50,
+                workload_reps: 5,
+                workload_scale: 1,
+                small_files: 10,
+                big_files: 50_000,
+                rootfs_lib_samples: 30,
+                rootfs_cri_samples: 10,
+                seccomp_samples: 1_000,
+                skip: Vec::new(),
+            }
+        };
+        Settings {
+            serial: a.serial.unwrap_or(base.serial),
+            parallel: a.parallel.unwrap_or(base.parallel).max(1),
+            batches: a.batches.unwrap_or(base.batches),
+            ctr_runs: a.ctr_runs.unwrap_or(base.ctr_runs),
+            pods: a.pods.unwrap_or(base.pods),
+            workload_reps: a.workload_reps.unwrap_or(base.workload_reps),
+            big_files: a.big_files.unwrap_or(base.big_files).max(base.small_files),
+            skip: a.skip.clone(),
+            ..base
+        }
+    }
+
+    pub fn runs(&self, section: &str) -> bool {
+        !self.skip.iter().any(|s| s == section)
+    }
+}

@@ -1,0 +1,264 @@
+//! The bench's own images, written as one OCI image archive for `ctr images import`:
+//! the workload image (static busybox + stockade-load) and the rootfs-size images (a
+//! handful of files vs. tens of thousands). Names use registry.k8s.io because both
+//! Stockade profiles allow that registry; nothing is ever pulled.
+
+use anyhow::{bail, Context, Result};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use std::path::Path;
+
+pub const LOAD_IMAGE: &str = "registry.k8s.io/stockade-bench/load:latest";
+const BUSYBOX: &str = "/bin/busybox";
+/// Fixed mtime: the same inputs give the same digests.
+const MTIME: u64 = 1_700_000_000;
+const MEDIA_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+const MEDIA_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+const MEDIA_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
+const MEDIA_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+/// Entries of the base layer that count as files (busybox, 4 symlinks, passwd, group).
+pub const BASE_FILES: usize = 7;
+
+/// The static workload program built by build.rs (empty if it could not be built).
+pub const LOAD_BINARY: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/stockade-load"));
+
+/// Name of the image holding `files` files in all.
+pub fn files_image(files: usize) -> String {
+    format!("registry.k8s.io/stockade-bench/files-{files}:latest")
+}
+
+fn oci_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
+fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(kind);
+    h.set_mode(mode);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(MTIME);
+    h.set_size(size);
+    h
+}
+
+struct Layer {
+    builder: tar::Builder<Vec<u8>>,
+}
+
+impl Layer {
+    fn new() -> Layer {
+        Layer {
+            builder: tar::Builder::new(Vec::new()),
+        }
+    }
+    fn dir(&mut self, path: &str, mode: u32) -> Result<()> {
+        let mut h = header(tar::EntryType::Directory, mode, 0);
+        self.builder
+            .append_data(&mut h, format!("{path}/"), std::io::empty())
+            .with_context(|| format!("adding {path}/"))
+    }
+    fn file(&mut self, path: &str, mode: u32, bytes: &[u8]) -> Result<()> {
+        let mut h = header(tar::EntryType::Regular, mode, bytes.len() as u64);
+        self.builder
+            .append_data(&mut h, path, bytes)
+            .with_context(|| format!("adding {path}"))
+    }
+    fn symlink(&mut self, path: &str, target: &str) -> Result<()> {
+        let mut h = header(tar::EntryType::Symlink, 0o777, 0);
+        self.builder
+            .append_link(&mut h, path, target)
+            .with_context(|| format!("adding {path}"))
+    }
+    fn finish(self) -> Result<Vec<u8>> {
+        self.builder.into_inner().context("finishing a layer")
+    }
+}
+
+/// Directories, busybox with sh/sleep/true/ls, passwd and group: [`BASE_FILES`] files.
+fn base_layer(busybox: &[u8]) -> Result<Layer> {
+    let mut l = Layer::new();
+    for (dir, mode) in [
+        ("bin", 0o755),
+        ("dev", 0o755),
+        ("etc", 0o755),
+        ("proc", 0o555),
+        ("sys", 0o555),
+        ("root", 0o700),
+        ("run", 0o755),
+        ("tmp", 0o1777),
+        ("bench-work", 0o755),
+    ] {
+        l.dir(dir, mode)?;
+    }
+    l.file("bin/busybox", 0o755, busybox)?;
+    for applet in ["sh", "sleep", "true", "ls"] {
+        l.symlink(&format!("bin/{applet}"), "busybox")?;
+    }
+    l.file(
+        "etc/passwd",
+        0o644,
+        b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
+    )?;
+    l.file("etc/group", 0o644, b"root:x:0:\nnogroup:x:65534:\n")?;
+    Ok(l)
+}
+
+/// Base layer plus `files - BASE_FILES` empty files under /data, 1,000 per directory.
+fn files_layer(busybox: &[u8], files: usize) -> Result<Vec<u8>> {
+    let mut l = base_layer(busybox)?;
+    let extra = files.saturating_sub(BASE_FILES);
+    l.dir("data", 0o755)?;
+    for i in 0..extra {
+        if i % 1000 == 0 {
+            l.dir(&format!("data/d{}", i / 1000), 0o755)?;
+        }
+        l.file(&format!("data/d{}/f{i}", i / 1000), 0o644, b"")?;
+    }
+    l.finish()
+}
+
+struct Blob {
+    digest: String,
+    bytes: Vec<u8>,
+}
+
+impl Blob {
+    fn new(bytes: Vec<u8>) -> Blob {
+        Blob {
+            digest: format!("sha256:{:x}", Sha256::digest(&bytes)),
+            bytes,
+        }
+    }
+    fn descriptor(&self, media_type: &str) -> serde_json::Value {
+        json!({"mediaType": media_type, "digest": self.digest, "size": self.bytes.len()})
+    }
+}
+
+/// Write an archive with the workload image (if stockade-load was built) and the
+/// `small`- and `big`-file images to `out`.
+pub fn write_bench_images(out: &Path, small: usize, big: usize) -> Result<Vec<String>> {
+    let busybox = std::fs::read(BUSYBOX)
+        .with_context(|| format!("reading {BUSYBOX} (apt-get install busybox-static)"))?;
+    if small < BASE_FILES {
+        bail!("the small image needs at least {BASE_FILES} files");
+    }
+    let mut layers: Vec<(String, Vec<u8>)> = Vec::new();
+    if !LOAD_BINARY.is_empty() {
+        let mut l = base_layer(&busybox)?;
+        l.file("stockade-load", 0o755, LOAD_BINARY)?;
+        layers.push((LOAD_IMAGE.to_string(), l.finish()?));
+    }
+    for n in [small, big] {
+        layers.push((files_image(n), files_layer(&busybox, n)?));
+    }
+
+    let mut blobs: Vec<Blob> = Vec::new();
+    let mut manifests = Vec::new();
+    let mut names = Vec::new();
+    for (name, layer) in layers {
+        let layer = Blob::new(layer);
+        let config = Blob::new(
+            json!({
+                "architecture": oci_arch(),
+                "os": "linux",
+                "config": {
+                    "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+                    "Cmd": ["/bin/sh"],
+                    "WorkingDir": "/",
+                },
+                "rootfs": {"type": "layers", "diff_ids": [layer.digest]},
+                "history": [{"created_by": "stockade-bench image builder"}],
+            })
+            .to_string()
+            .into_bytes(),
+        );
+        let manifest = Blob::new(
+            json!({
+                "schemaVersion": 2,
+                "mediaType": MEDIA_MANIFEST,
+                "config": config.descriptor(MEDIA_CONFIG),
+                "layers": [layer.descriptor(MEDIA_LAYER)],
+            })
+            .to_string()
+            .into_bytes(),
+        );
+        let mut desc = manifest.descriptor(MEDIA_MANIFEST);
+        desc["annotations"] = json!({
+            "io.containerd.image.name": name,
+            "org.opencontainers.image.ref.name": "latest",
+        });
+        desc["platform"] = json!({"architecture": oci_arch(), "os": "linux"});
+        manifests.push(desc);
+        names.push(name);
+        blobs.extend([layer, config, manifest]);
+    }
+    let index = json!({"schemaVersion": 2, "mediaType": MEDIA_INDEX, "manifests": manifests});
+
+    let file = std::fs::File::create(out).with_context(|| format!("creating {}", out.display()))?;
+    let mut archive = tar::Builder::new(std::io::BufWriter::new(file));
+    let mut add = |path: &str, bytes: &[u8]| -> Result<()> {
+        let mut h = header(tar::EntryType::Regular, 0o644, bytes.len() as u64);
+        archive
+            .append_data(&mut h, path, bytes)
+            .with_context(|| format!("writing {path} to {}", out.display()))
+    };
+    add("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+    add("index.json", index.to_string().as_bytes())?;
+    let mut seen = std::collections::BTreeSet::new();
+    for blob in &blobs {
+        if seen.insert(blob.digest.clone()) {
+            let path = format!("blobs/sha256/{}", blob.digest.trim_start_matches("sha256:"));
+            add(&path, &blob.bytes)?;
+        }
+    }
+    archive
+        .into_inner()
+        .context("finishing the image archive")?
+        .into_inner()
+        .map_err(|e| anyhow::anyhow!("flushing {}: {}", out.display(), e.error()))?;
+    Ok(names)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entries(layer: &[u8]) -> Vec<(tar::EntryType, String)> {
+        let mut a = tar::Archive::new(layer);
+        a.entries()
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (
+                    e.header().entry_type(),
+                    e.path().unwrap().display().to_string(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn files_layer_has_exactly_the_asked_number_of_files() {
+        for n in [BASE_FILES, 10, 2_345] {
+            let layer = files_layer(b"not really busybox", n).unwrap();
+            let files = entries(&layer)
+                .into_iter()
+                .filter(|(t, _)| !t.is_dir())
+                .count();
+            assert_eq!(files, n, "image for {n} files");
+        }
+    }
+
+    #[test]
+    fn load_binary_is_a_static_elf_when_built() {
+        if LOAD_BINARY.is_empty() {
+            return; // build.rs said why (cargo warning); the bench reports the skip
+        }
+        assert_eq!(&LOAD_BINARY[..4], b"\x7fELF");
+    }
+}

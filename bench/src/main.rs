@@ -1,0 +1,421 @@
+//! stockade-bench: what Stockade costs compared with runc on this node, measured in one
+//! run against a private containerd with both runtimes registered, interleaved A/B/A/B.
+//! Writes results.json (every sample), report.md and SVG figures to a results directory.
+
+mod config;
+mod ctr_run;
+mod images;
+mod lifecycle;
+mod machine;
+mod memory;
+mod model;
+mod report;
+mod rootfs;
+mod runtimes;
+mod seccomp;
+mod stats;
+mod svg;
+mod util;
+mod workload;
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use config::{Args, Settings};
+use model::{Results, RuntimeStatus, Section};
+use runtimes::Rt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use stockade_integration::containerd::CRI_NAMESPACE;
+use stockade_integration::paths::{self, SHIM_BINARY};
+use stockade_integration::{Containerd, Cri};
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if let Some(v) = &args.internal_seccomp {
+        let r = v
+            .get(1)
+            .and_then(|n| n.parse::<usize>().ok())
+            .context("--internal-seccomp <profile.toml> <samples>")
+            .and_then(|n| seccomp::child_main(Path::new(&v[0]), n));
+        return match r {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("stockade-bench seccomp helper: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if let Some(dir) = &args.render {
+        let r = std::fs::read(dir.join("results.json"))
+            .with_context(|| format!("reading {}", dir.join("results.json").display()))
+            .and_then(|b| serde_json::from_slice::<Results>(&b).context("parsing results.json"))
+            .and_then(|results| write_results(dir, &results));
+        return match r {
+            Ok(()) => {
+                eprintln!("report: {}", dir.join("report.md").display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("stockade-bench: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    match run(&args) {
+        Ok(dir) => {
+            eprintln!("report: {}", dir.join("report.md").display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("stockade-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Sections that need the private containerd, in run order.
+const CONTAINERD_SECTIONS: &[(&str, &str)] = &[
+    ("lifecycle", "CRI lifecycle latency, serial"),
+    ("parallel", "CRI lifecycle latency, parallel"),
+    ("ctr", "`ctr run --rm`"),
+    ("memory", "Shim memory"),
+    ("workload", "Workload overhead inside the container"),
+    ("rootfs", "Rootfs setup against image size (through CRI)"),
+];
+
+/// Section ids in report order.
+const SECTION_ORDER: &[&str] = &[
+    "lifecycle_serial",
+    "lifecycle_parallel",
+    "ctr_run",
+    "memory",
+    "workload",
+    "rootfs_library",
+    "rootfs_cri",
+    "seccomp",
+];
+
+struct Run {
+    sections: Vec<Section>,
+    aborted: Option<String>,
+}
+
+impl Run {
+    /// Run one section; an error becomes a skipped section with the reason, never a crash.
+    fn section(&mut self, id: &str, title: &str, f: impl FnOnce() -> Result<Section>) {
+        let t = Instant::now();
+        if util::interrupted() {
+            let mut s = Section::new(id, title, "");
+            s.skipped = Some("interrupted".into());
+            self.sections.push(s);
+            return;
+        }
+        eprintln!("== {title}");
+        let mut s = match f() {
+            Ok(s) => s,
+            Err(e) => {
+                let mut s = Section::new(id, title, "");
+                s.skipped = Some(format!("{e:#}"));
+                if util::interrupted() {
+                    self.aborted = Some("interrupted by a signal".into());
+                }
+                s
+            }
+        };
+        s.duration_s = t.elapsed().as_secs_f64();
+        eprintln!("   {:.1} s", s.duration_s);
+        self.sections.push(s);
+    }
+
+    fn skip(&mut self, id: &str, title: &str, why: &str) {
+        let mut s = Section::new(id, title, "");
+        s.skipped = Some(why.to_string());
+        self.sections.push(s);
+    }
+}
+
+/// A stand-in shim that fails with a clear message, so containerd starts and the runc
+/// half of the bench runs when the Stockade shim is not built.
+fn stub_shim(error: &str) -> Result<tempfile::TempDir> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::Builder::new()
+        .prefix("stockade-bench-stub-")
+        .tempdir()?;
+    let path = dir.path().join(SHIM_BINARY);
+    let msg = error.replace('\'', "");
+    std::fs::write(
+        &path,
+        format!("#!/bin/sh\necho '{SHIM_BINARY} is not built: {msg}' >&2\nexit 1\n"),
+    )?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
+    Ok(dir)
+}
+
+/// One warm-up pod per runtime (not counted), bounded in time: a runtime that cannot run
+/// a pod is marked failed and left out of every section, with the error.
+fn probe(c: &Containerd, rts: &mut [Rt], timeout: Duration) {
+    for rt in rts.iter_mut().filter(|r| r.failed.is_none()) {
+        eprintln!("   probe: {}", rt.label);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let socket = c.socket.clone();
+        let logs = c.dir.join("pods");
+        let cgroup_parent = c.cgroup_parent();
+        let probe_rt = rt.clone();
+        // Detached: a hung shim must not hang the bench; the call ends with containerd.
+        std::thread::spawn(move || {
+            let r = Cri::connect(
+                &socket,
+                logs,
+                cgroup_parent,
+                Arc::new(Mutex::new(Vec::new())),
+            )
+            .and_then(|cri| {
+                lifecycle::pod_cycle(&cri, &probe_rt, &format!("bench-probe-{}", probe_rt.label))
+            });
+            let _ = tx.send(r);
+        });
+        match rx.recv_timeout(timeout) {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => rt.failed = Some(format!("{e:#}")),
+            Err(_) => {
+                rt.failed = Some(format!(
+                    "a pod did not start and stop within {timeout:?} (hung shim?)"
+                ))
+            }
+        }
+        if let Some(e) = &rt.failed {
+            eprintln!("   {}: failed: {e}", rt.label);
+        }
+    }
+}
+
+/// Import the bench images into the CRI namespace and wait until CRI sees them.
+fn import_images(c: &Containerd, settings: &Settings) -> Result<()> {
+    let archive = c.dir.join("bench-images.tar");
+    let names = images::write_bench_images(&archive, settings.small_files, settings.big_files)?;
+    let out = c.ctr_in(
+        CRI_NAMESPACE,
+        &["images", "import", &archive.display().to_string()],
+    );
+    if !out.status.success() {
+        bail!(
+            "importing the bench images: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let _ = std::fs::remove_file(&archive);
+    let cri = c.cri()?;
+    for name in names {
+        stockade_integration::exec::wait_for(
+            &format!("CRI to see {name}"),
+            Duration::from_secs(60),
+            || cri.image_present(&name).ok().filter(|p| *p),
+        )?;
+    }
+    Ok(())
+}
+
+fn containerd_sections(run: &mut Run, c: &Containerd, rts: &[Rt], st: &Settings) {
+    let needs_images = st.runs("workload") || st.runs("rootfs");
+    let images = if needs_images {
+        eprintln!(
+            "   importing the bench images ({} files in the big one)",
+            st.big_files
+        );
+        import_images(c, st).map_err(|e| format!("{e:#}"))
+    } else {
+        Ok(())
+    };
+    if st.runs("lifecycle") {
+        run.section("lifecycle_serial", "CRI lifecycle latency, serial", || {
+            lifecycle::serial(c, rts, st.serial)
+        });
+    }
+    if st.runs("parallel") {
+        run.section(
+            "lifecycle_parallel",
+            "CRI lifecycle latency, parallel",
+            || lifecycle::parallel(c, rts, st.parallel, st.batches),
+        );
+    }
+    if st.runs("ctr") {
+        run.section("ctr_run", "`ctr run --rm`", || {
+            ctr_run::run(c, rts, st.ctr_runs)
+        });
+    }
+    if st.runs("memory") {
+        run.section("memory", "Shim memory", || memory::run(c, rts, st.pods));
+    }
+    if st.runs("workload") {
+        run.section("workload", "Workload overhead inside the container", || {
+            images.clone().map_err(anyhow::Error::msg)?;
+            workload::run(c, rts, st.workload_reps, st.workload_scale, !st.quick)
+        });
+    }
+    if st.runs("rootfs") {
+        run.section(
+            "rootfs_cri",
+            "Rootfs setup against image size (through CRI)",
+            || {
+                images.clone().map_err(anyhow::Error::msg)?;
+                rootfs::cri(c, rts, st.small_files, st.big_files, st.rootfs_cri_samples)
+            },
+        );
+    }
+}
+
+fn run(args: &Args) -> Result<PathBuf> {
+    if !nix::unistd::geteuid().is_root() {
+        bail!("stockade-bench needs root (it starts containerd and mounts filesystems)");
+    }
+    util::install_signal_handlers()?;
+    let settings = Settings::from_args(args);
+    let (started_utc, stamp) = util::utc_now();
+    let out_dir = match &args.out {
+        Some(d) => d.clone(),
+        None if settings.quick => args.results_root.join(format!("quick-{stamp}")),
+        None => args.results_root.join(&stamp),
+    };
+    std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    let mut rts = runtimes::parse(&args.runtimes)?;
+    let shim = paths::shim_dir()
+        .map(|d| d.join(SHIM_BINARY))
+        .map_err(|e| format!("{e:#}"));
+    let mut machine = machine::collect(&shim);
+    let _stub = match &shim {
+        Ok(_) => None,
+        Err(e) => {
+            for rt in rts.iter_mut().filter(|r| r.rt.hardened()) {
+                rt.failed = Some(format!("shim binary not built: {e}"));
+            }
+            let stub = stub_shim(e)?;
+            std::env::set_var("STOCKADE_SHIM_DIR", stub.path());
+            Some(stub)
+        }
+    };
+    eprintln!(
+        "stockade-bench: {} run, results in {}",
+        if settings.quick { "quick" } else { "full" },
+        out_dir.display()
+    );
+    let t0 = Instant::now();
+    let mut run = Run {
+        sections: Vec::new(),
+        aborted: None,
+    };
+
+    if settings.runs("seccomp") {
+        run.section("seccomp", "Seccomp filter install time", || {
+            seccomp::run(settings.seccomp_samples)
+        });
+    }
+    if settings.runs("rootfs") {
+        run.section(
+            "rootfs_library",
+            "Rootfs setup against image size (library)",
+            || {
+                rootfs::library(
+                    settings.small_files,
+                    settings.big_files,
+                    settings.rootfs_lib_samples,
+                )
+            },
+        );
+    }
+    let wanted: Vec<&(&str, &str)> = CONTAINERD_SECTIONS
+        .iter()
+        .filter(|(id, _)| settings.runs(id))
+        .collect();
+    if !wanted.is_empty() && !util::interrupted() {
+        eprintln!("== starting a private containerd");
+        match Containerd::start() {
+            Ok(c) => {
+                machine["containerd_instance"] = serde_json::json!(c.dir.display().to_string());
+                probe(
+                    &c,
+                    &mut rts,
+                    Duration::from_secs(if settings.quick { 60 } else { 120 }),
+                );
+                containerd_sections(&mut run, &c, &rts, &settings);
+                eprintln!("== stopping containerd and cleaning up");
+                drop(c);
+            }
+            Err(e) => {
+                let why = format!("the private containerd did not start: {e:#}");
+                eprintln!("   {why}");
+                for (id, title) in wanted {
+                    run.skip(id, title, &why);
+                }
+            }
+        }
+    }
+    if util::interrupted() && run.aborted.is_none() {
+        run.aborted = Some("interrupted by a signal".into());
+    }
+
+    machine["loadavg_end"] = serde_json::json!(machine::loadavg());
+    // Report order: the order, whatever order they ran in.
+    run.sections.sort_by_key(|s| {
+        SECTION_ORDER
+            .iter()
+            .position(|id| *id == s.id)
+            .unwrap_or(usize::MAX)
+    });
+    let results = Results {
+        tool: format!("stockade-bench {}", env!("CARGO_PKG_VERSION")),
+        quick: settings.quick,
+        started_utc,
+        finished_utc: util::utc_now().0,
+        duration_s: t0.elapsed().as_secs_f64(),
+        machine,
+        settings: serde_json::to_value(&settings)?,
+        runtimes: rts
+            .iter()
+            .map(|r| RuntimeStatus {
+                label: r.label.clone(),
+                cri_handler: r.handler().to_string(),
+                description: r.description(),
+                ctr_args: r.ctr_args(),
+                failed: r.failed.clone(),
+            })
+            .collect(),
+        sections: run.sections,
+        aborted: run.aborted,
+    };
+    write_results(&out_dir, &results)?;
+    if args.out.is_none() && !settings.quick && results.aborted.is_none() {
+        let latest = args.results_root.join("latest");
+        copy_dir(&out_dir, &latest)?;
+    }
+    Ok(out_dir)
+}
+
+fn write_results(dir: &Path, results: &Results) -> Result<()> {
+    let json = serde_json::to_string_pretty(results)?;
+    std::fs::write(dir.join("results.json"), json)
+        .with_context(|| format!("writing {}", dir.join("results.json").display()))?;
+    let (md, figures) = report::render(results);
+    for (name, svg) in figures {
+        std::fs::write(dir.join(&name), svg).with_context(|| format!("writing {name}"))?;
+    }
+    std::fs::write(dir.join("report.md"), md).context("writing report.md")?;
+    Ok(())
+}
+
+/// Replace `to` with a copy of the files of `from` (flat: the results dir has no subdirs).
+fn copy_dir(from: &Path, to: &Path) -> Result<()> {
+    if to.exists() {
+        std::fs::remove_dir_all(to).with_context(|| format!("removing {}", to.display()))?;
+    }
+    std::fs::create_dir_all(to)?;
+    for e in std::fs::read_dir(from)? {
+        let e = e?;
+        if e.file_type()?.is_file() {
+            std::fs::copy(e.path(), to.join(e.file_name()))
+                .with_context(|| format!("copying {}", e.path().display()))?;
+        }
+    }
+    Ok(())
+}
