@@ -5,6 +5,8 @@
 //!   container's config.json: the hardened config on stdout, the report on stderr, or the
 //!   refusal naming the rule.
 
+mod monitor;
+
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -20,7 +22,11 @@ use stockade_runtime::seccomp;
 const EXIT_REFUSED: u8 = 3;
 
 #[derive(Parser)]
-#[command(name = "stockade", version, about = "Stockade: hardened containers for Kubernetes nodes")]
+#[command(
+    name = "stockade",
+    version,
+    about = "Stockade: hardened containers for Kubernetes nodes"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -50,6 +56,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Serve Prometheus metrics about this node's Stockade containers (one per node).
+    Monitor(monitor::MonitorArgs),
 }
 
 #[derive(Subcommand)]
@@ -71,6 +79,7 @@ fn main() -> ExitCode {
             pod_userns,
             json,
         } => harden(&profile, &config, container_id, pod_userns, json),
+        Command::Monitor(args) => monitor::run(args),
     };
     match result {
         Ok(code) => code,
@@ -132,8 +141,8 @@ fn harden(
     json: bool,
 ) -> Result<ExitCode> {
     let profile = Profile::load(profile)?;
-    let text = std::fs::read_to_string(config)
-        .with_context(|| format!("reading {}", config.display()))?;
+    let text =
+        std::fs::read_to_string(config).with_context(|| format!("reading {}", config.display()))?;
     let spec: Spec = serde_json::from_str(&text)
         .with_context(|| format!("{} is not a valid OCI config", config.display()))?;
     let pod = PodIdentity::from_annotations(
