@@ -39,8 +39,8 @@ fmt:
 	$(CARGO) fmt --all
 
 install: release
-	install -D -m 0755 target/release/containerd-shim-stockade-v1 $(PREFIX)/bin/containerd-shim-stockade-v1
-	install -D -m 0755 target/release/stockade $(PREFIX)/bin/stockade
+	install -s -D -m 0755 target/release/containerd-shim-stockade-v1 $(PREFIX)/bin/containerd-shim-stockade-v1
+	install -s -D -m 0755 target/release/stockade $(PREFIX)/bin/stockade
 	install -D -m 0644 $(PROFILE_DIR)/default.toml $(ETC)/default.toml
 	install -D -m 0644 $(PROFILE_DIR)/strict.toml $(ETC)/strict.toml
 	install -D -m 0644 $(PROFILE_DIR)/seccomp/default.json $(ETC)/seccomp/default.json
