@@ -733,6 +733,11 @@ impl Inner {
                 c.init.starting = true;
                 (c.init.pid, (record, c.created_at))
             };
+            // Written before the workload runs, so the exporter can attribute even its
+            // first denied syscalls; rewritten below with the start latency.
+            if let Err(e) = node_state::write(Path::new(node_state::DEFAULT_DIR), &record.0) {
+                tracing::warn!(container = %req.id, error = %e, "node state record not written");
+            }
             let started = self
                 .zygote(
                     Request::Start {
@@ -747,6 +752,7 @@ impl Inner {
             }
             let deferred = self.finish_start(&req.id, "").await;
             if let Err(e) = started {
+                let _ = node_state::remove(Path::new(node_state::DEFAULT_DIR), &req.id);
                 if let Some((event, drained)) = deferred {
                     self.publish_exit(event, drained).await;
                 }
