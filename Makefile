@@ -5,7 +5,7 @@ PREFIX ?= /usr/local
 ETC ?= /etc/stockade
 PROFILE_DIR := profiles
 
-.PHONY: all build release test test-unit test-integration lint fmt install uninstall demo bench bench-quick deps clean
+.PHONY: security-report all build release test test-unit test-integration lint fmt install uninstall demo bench bench-quick deps clean
 
 all: build
 
@@ -65,6 +65,10 @@ BENCH_QUICK_PROFILE ?= dev
 BENCH_FLAGS ?=
 BENCH_QUICK_OUT ?= target/bench-quick
 bench_dir = $(or $(CARGO_TARGET_DIR),target)/$(if $(filter dev,$(1)),debug,$(1))
+
+security-report: build
+	$(CARGO) test -q -p stockade-integration --test security >/dev/null
+	@cat target/security-report.md
 
 bench:
 	$(CARGO) build --profile $(BENCH_PROFILE) -p containerd-shim-stockade-v1 -p stockade-bench
