@@ -5,17 +5,11 @@
 
 use anyhow::{bail, Context, Result};
 use serde_json::json;
-use sha2::{Digest, Sha256};
 use std::path::Path;
+use stockade_integration::image::{tar_header, write_oci_archive, OciImage};
 
 pub const LOAD_IMAGE: &str = "registry.k8s.io/stockade-bench/load:latest";
 const BUSYBOX: &str = "/bin/busybox";
-/// Fixed mtime: the same inputs give the same digests.
-const MTIME: u64 = 1_700_000_000;
-const MEDIA_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-const MEDIA_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
-const MEDIA_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
-const MEDIA_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 /// Entries of the base layer that count as files (busybox, 4 symlinks, passwd, group).
 pub const BASE_FILES: usize = 7;
 
@@ -25,25 +19,6 @@ pub const LOAD_BINARY: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/stockad
 /// Name of the image holding `files` files in all.
 pub fn files_image(files: usize) -> String {
     format!("registry.k8s.io/stockade-bench/files-{files}:latest")
-}
-
-fn oci_arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        other => other,
-    }
-}
-
-fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
-    let mut h = tar::Header::new_gnu();
-    h.set_entry_type(kind);
-    h.set_mode(mode);
-    h.set_uid(0);
-    h.set_gid(0);
-    h.set_mtime(MTIME);
-    h.set_size(size);
-    h
 }
 
 struct Layer {
@@ -57,19 +32,19 @@ impl Layer {
         }
     }
     fn dir(&mut self, path: &str, mode: u32) -> Result<()> {
-        let mut h = header(tar::EntryType::Directory, mode, 0);
+        let mut h = tar_header(tar::EntryType::Directory, mode, 0);
         self.builder
             .append_data(&mut h, format!("{path}/"), std::io::empty())
             .with_context(|| format!("adding {path}/"))
     }
     fn file(&mut self, path: &str, mode: u32, bytes: &[u8]) -> Result<()> {
-        let mut h = header(tar::EntryType::Regular, mode, bytes.len() as u64);
+        let mut h = tar_header(tar::EntryType::Regular, mode, bytes.len() as u64);
         self.builder
             .append_data(&mut h, path, bytes)
             .with_context(|| format!("adding {path}"))
     }
     fn symlink(&mut self, path: &str, target: &str) -> Result<()> {
-        let mut h = header(tar::EntryType::Symlink, 0o777, 0);
+        let mut h = tar_header(tar::EntryType::Symlink, 0o777, 0);
         self.builder
             .append_link(&mut h, path, target)
             .with_context(|| format!("adding {path}"))
@@ -122,23 +97,6 @@ fn files_layer(busybox: &[u8], files: usize) -> Result<Vec<u8>> {
     l.finish()
 }
 
-struct Blob {
-    digest: String,
-    bytes: Vec<u8>,
-}
-
-impl Blob {
-    fn new(bytes: Vec<u8>) -> Blob {
-        Blob {
-            digest: format!("sha256:{:x}", Sha256::digest(&bytes)),
-            bytes,
-        }
-    }
-    fn descriptor(&self, media_type: &str) -> serde_json::Value {
-        json!({"mediaType": media_type, "digest": self.digest, "size": self.bytes.len()})
-    }
-}
-
 /// Write an archive with the workload image (if stockade-load was built) and the
 /// `small`- and `big`-file images to `out`.
 pub fn write_bench_images(out: &Path, small: usize, big: usize) -> Result<Vec<String>> {
@@ -157,71 +115,16 @@ pub fn write_bench_images(out: &Path, small: usize, big: usize) -> Result<Vec<St
         layers.push((files_image(n), files_layer(&busybox, n)?));
     }
 
-    let mut blobs: Vec<Blob> = Vec::new();
-    let mut manifests = Vec::new();
-    let mut names = Vec::new();
-    for (name, layer) in layers {
-        let layer = Blob::new(layer);
-        let config = Blob::new(
-            json!({
-                "architecture": oci_arch(),
-                "os": "linux",
-                "config": {
-                    "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
-                    "Cmd": ["/bin/sh"],
-                    "WorkingDir": "/",
-                },
-                "rootfs": {"type": "layers", "diff_ids": [layer.digest]},
-                "history": [{"created_by": "stockade-bench image builder"}],
-            })
-            .to_string()
-            .into_bytes(),
-        );
-        let manifest = Blob::new(
-            json!({
-                "schemaVersion": 2,
-                "mediaType": MEDIA_MANIFEST,
-                "config": config.descriptor(MEDIA_CONFIG),
-                "layers": [layer.descriptor(MEDIA_LAYER)],
-            })
-            .to_string()
-            .into_bytes(),
-        );
-        let mut desc = manifest.descriptor(MEDIA_MANIFEST);
-        desc["annotations"] = json!({
-            "io.containerd.image.name": name,
-            "org.opencontainers.image.ref.name": "latest",
-        });
-        desc["platform"] = json!({"architecture": oci_arch(), "os": "linux"});
-        manifests.push(desc);
-        names.push(name);
-        blobs.extend([layer, config, manifest]);
-    }
-    let index = json!({"schemaVersion": 2, "mediaType": MEDIA_INDEX, "manifests": manifests});
-
-    let file = std::fs::File::create(out).with_context(|| format!("creating {}", out.display()))?;
-    let mut archive = tar::Builder::new(std::io::BufWriter::new(file));
-    let mut add = |path: &str, bytes: &[u8]| -> Result<()> {
-        let mut h = header(tar::EntryType::Regular, 0o644, bytes.len() as u64);
-        archive
-            .append_data(&mut h, path, bytes)
-            .with_context(|| format!("writing {path} to {}", out.display()))
-    };
-    add("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
-    add("index.json", index.to_string().as_bytes())?;
-    let mut seen = std::collections::BTreeSet::new();
-    for blob in &blobs {
-        if seen.insert(blob.digest.clone()) {
-            let path = format!("blobs/sha256/{}", blob.digest.trim_start_matches("sha256:"));
-            add(&path, &blob.bytes)?;
-        }
-    }
-    archive
-        .into_inner()
-        .context("finishing the image archive")?
-        .into_inner()
-        .map_err(|e| anyhow::anyhow!("flushing {}: {}", out.display(), e.error()))?;
-    Ok(names)
+    let images: Vec<OciImage<'_>> = layers
+        .iter()
+        .map(|(name, layer)| OciImage {
+            name,
+            layer,
+            process: json!({"Cmd": ["/bin/sh"]}),
+        })
+        .collect();
+    write_oci_archive(out, &images)?;
+    Ok(layers.into_iter().map(|(name, _)| name).collect())
 }
 
 #[cfg(test)]

@@ -96,7 +96,8 @@ fn busybox_applets() -> Result<Vec<String>> {
         .collect())
 }
 
-fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
+/// A tar header owned by root with a fixed mtime, so the same inputs give the same digests.
+pub fn tar_header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
     let mut h = tar::Header::new_gnu();
     h.set_entry_type(kind);
     h.set_mode(mode);
@@ -126,13 +127,13 @@ fn build_layer() -> Result<Vec<u8>> {
         ("var", 0o755),
         ("tmp", 0o1777),
     ] {
-        let mut h = header(tar::EntryType::Directory, mode, 0);
+        let mut h = tar_header(tar::EntryType::Directory, mode, 0);
         builder.append_data(&mut h, format!("{dir}/"), std::io::empty())?;
     }
-    let mut h = header(tar::EntryType::Regular, 0o755, busybox.len() as u64);
+    let mut h = tar_header(tar::EntryType::Regular, 0o755, busybox.len() as u64);
     builder.append_data(&mut h, "bin/busybox", busybox.as_slice())?;
     for applet in busybox_applets()? {
-        let mut h = header(tar::EntryType::Symlink, 0o777, 0);
+        let mut h = tar_header(tar::EntryType::Symlink, 0o777, 0);
         builder.append_link(&mut h, format!("bin/{applet}"), "busybox")?;
     }
     let files: [(&str, &str); 3] = [
@@ -144,13 +145,13 @@ fn build_layer() -> Result<Vec<u8>> {
         ("etc/hostname", "stockade-test\n"),
     ];
     for (path, content) in files {
-        let mut h = header(tar::EntryType::Regular, 0o644, content.len() as u64);
+        let mut h = tar_header(tar::EntryType::Regular, 0o644, content.len() as u64);
         builder.append_data(&mut h, path, content.as_bytes())?;
     }
     builder.into_inner().context("finishing the layer tar")
 }
 
-fn image_config(layer_diff_id: &str, process: serde_json::Value) -> Blob {
+fn image_config(layer_diff_id: &str, process: &serde_json::Value) -> Blob {
     let mut config = json!({
         "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
         "WorkingDir": "/",
@@ -168,27 +169,22 @@ fn image_config(layer_diff_id: &str, process: serde_json::Value) -> Blob {
     Blob::new(doc.to_string().into_bytes())
 }
 
-/// Write an OCI image archive holding [`BUSYBOX_IMAGE`] and [`PAUSE_IMAGE`] to `out`.
-pub fn write_test_images_archive(out: &Path) -> Result<()> {
-    let layer = Blob::new(build_layer()?);
-    let images = [
-        (BUSYBOX_IMAGE, json!({"Cmd": ["sh"]})),
-        // A distinct image (its own config, so its own ID): containerd 1.6 annotates a
-        // container with the first of its image's names, so the untrusted name must not
-        // share an image with a trusted one.
-        (
-            UNTRUSTED_BUSYBOX_IMAGE,
-            json!({"Cmd": ["sh"], "Labels": {"org.stockade.test": "untrusted-registry"}}),
-        ),
-        (
-            PAUSE_IMAGE,
-            json!({"Entrypoint": ["/bin/sh", "-c", PAUSE_SCRIPT], "StopSignal": "SIGTERM"}),
-        ),
-    ];
+/// One image of an OCI archive: its name, its single layer (a tar), and process settings
+/// merged into its config (`Cmd`, `Entrypoint`, `Labels`, ...).
+pub struct OciImage<'a> {
+    pub name: &'a str,
+    pub layer: &'a [u8],
+    pub process: serde_json::Value,
+}
+
+/// Write an OCI image archive (for `ctr images import`) holding `images`; identical
+/// layers are stored once.
+pub fn write_oci_archive(out: &Path, images: &[OciImage<'_>]) -> Result<()> {
     let mut blobs = Vec::new();
     let mut manifests = Vec::new();
-    for (name, process) in images {
-        let config = image_config(&layer.digest, process);
+    for image in images {
+        let layer = Blob::new(image.layer.to_vec());
+        let config = image_config(&layer.digest, &image.process);
         let manifest = json!({
             "schemaVersion": 2,
             "mediaType": MEDIA_MANIFEST,
@@ -196,24 +192,26 @@ pub fn write_test_images_archive(out: &Path) -> Result<()> {
             "layers": [layer.descriptor(MEDIA_LAYER)],
         });
         let manifest = Blob::new(manifest.to_string().into_bytes());
-        let tag = name.rsplit_once(':').map(|(_, t)| t).unwrap_or("latest");
+        let tag = image
+            .name
+            .rsplit_once(':')
+            .map(|(_, t)| t)
+            .unwrap_or("latest");
         let mut desc = manifest.descriptor(MEDIA_MANIFEST);
         desc["annotations"] = json!({
-            "io.containerd.image.name": name,
+            "io.containerd.image.name": image.name,
             "org.opencontainers.image.ref.name": tag,
         });
         desc["platform"] = json!({"architecture": oci_arch(), "os": "linux"});
         manifests.push(desc);
-        blobs.push(config);
-        blobs.push(manifest);
+        blobs.extend([layer, config, manifest]);
     }
-    blobs.push(layer);
     let index = json!({"schemaVersion": 2, "mediaType": MEDIA_INDEX, "manifests": manifests});
 
     let file = std::fs::File::create(out).with_context(|| format!("creating {}", out.display()))?;
-    let mut archive = tar::Builder::new(file);
+    let mut archive = tar::Builder::new(std::io::BufWriter::new(file));
     let mut add = |path: &str, bytes: &[u8]| -> Result<()> {
-        let mut h = header(tar::EntryType::Regular, 0o644, bytes.len() as u64);
+        let mut h = tar_header(tar::EntryType::Regular, 0o644, bytes.len() as u64);
         archive
             .append_data(&mut h, path, bytes)
             .with_context(|| format!("writing {path} to {}", out.display()))
@@ -228,8 +226,37 @@ pub fn write_test_images_archive(out: &Path) -> Result<()> {
     }
     archive
         .into_inner()
-        .context("finishing the image archive")?;
+        .context("finishing the image archive")?
+        .into_inner()
+        .map_err(|e| anyhow::anyhow!("flushing {}: {}", out.display(), e.error()))?;
     Ok(())
+}
+
+/// Write an OCI image archive holding [`BUSYBOX_IMAGE`] and [`PAUSE_IMAGE`] to `out`.
+pub fn write_test_images_archive(out: &Path) -> Result<()> {
+    let layer = build_layer()?;
+    let image = |name, process| OciImage {
+        name,
+        layer: &layer,
+        process,
+    };
+    write_oci_archive(
+        out,
+        &[
+            image(BUSYBOX_IMAGE, json!({"Cmd": ["sh"]})),
+            // A distinct image (its own config, so its own ID): containerd 1.6 annotates a
+            // container with the first of its image's names, so the untrusted name must not
+            // share an image with a trusted one.
+            image(
+                UNTRUSTED_BUSYBOX_IMAGE,
+                json!({"Cmd": ["sh"], "Labels": {"org.stockade.test": "untrusted-registry"}}),
+            ),
+            image(
+                PAUSE_IMAGE,
+                json!({"Entrypoint": ["/bin/sh", "-c", PAUSE_SCRIPT], "StopSignal": "SIGTERM"}),
+            ),
+        ],
+    )
 }
 
 #[cfg(test)]

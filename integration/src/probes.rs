@@ -4,11 +4,11 @@
 //! that stopped each attempt).
 
 use crate::containerd::{Containerd, CRI_NAMESPACE};
+use crate::image::{tar_header, write_oci_archive, OciImage};
 use crate::paths;
 use crate::runtimes::TestRuntime;
 use anyhow::{bail, Context, Result};
 use serde_json::json;
-use sha2::{Digest, Sha256};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -20,7 +20,6 @@ pub const PROBE_IMAGE: &str = "registry.k8s.io/stockade-test/probe:latest";
 pub const EVIL_IMAGE: &str = "evil.example.com/busybox:latest";
 
 const BUSYBOX: &str = "/bin/busybox";
-const MTIME: u64 = 1_700_000_000;
 
 /// What one probe attempt printed: `PROBE <name> <outcome> <detail>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,17 +108,6 @@ pub fn build_probe(dir: &Path) -> Result<PathBuf> {
     Ok(out)
 }
 
-fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
-    let mut h = tar::Header::new_gnu();
-    h.set_entry_type(kind);
-    h.set_mode(mode);
-    h.set_uid(0);
-    h.set_gid(0);
-    h.set_mtime(MTIME);
-    h.set_size(size);
-    h
-}
-
 fn applets() -> Result<Vec<String>> {
     let out = Command::new(BUSYBOX)
         .arg("--list")
@@ -147,36 +135,36 @@ fn probe_layer(probe: &[u8], devnull_target: &Path) -> Result<Vec<u8>> {
         ("tmp", 0o1777),
     ] {
         b.append_data(
-            &mut header(tar::EntryType::Directory, mode, 0),
+            &mut tar_header(tar::EntryType::Directory, mode, 0),
             format!("{dir}/"),
             std::io::empty(),
         )?;
     }
     b.append_data(
-        &mut header(tar::EntryType::Regular, 0o755, busybox.len() as u64),
+        &mut tar_header(tar::EntryType::Regular, 0o755, busybox.len() as u64),
         "bin/busybox",
         busybox.as_slice(),
     )?;
     for applet in applets()? {
         b.append_link(
-            &mut header(tar::EntryType::Symlink, 0o777, 0),
+            &mut tar_header(tar::EntryType::Symlink, 0o777, 0),
             format!("bin/{applet}"),
             "busybox",
         )?;
     }
     b.append_data(
-        &mut header(tar::EntryType::Regular, 0o755, probe.len() as u64),
+        &mut tar_header(tar::EntryType::Regular, 0o755, probe.len() as u64),
         "probe",
         probe,
     )?;
     // setuid root: under no_new_privs exec must not raise the euid.
     b.append_data(
-        &mut header(tar::EntryType::Regular, 0o4755, probe.len() as u64),
+        &mut tar_header(tar::EntryType::Regular, 0o4755, probe.len() as u64),
         "probe-suid",
         probe,
     )?;
     b.append_link(
-        &mut header(tar::EntryType::Symlink, 0o777, 0),
+        &mut tar_header(tar::EntryType::Symlink, 0o777, 0),
         "dev/null",
         devnull_target,
     )?;
@@ -188,7 +176,7 @@ fn probe_layer(probe: &[u8], devnull_target: &Path) -> Result<Vec<u8>> {
         ("etc/group", "root:x:0:\nprobe:x:1000:\n"),
     ] {
         b.append_data(
-            &mut header(tar::EntryType::Regular, 0o644, content.len() as u64),
+            &mut tar_header(tar::EntryType::Regular, 0o644, content.len() as u64),
             path,
             content.as_bytes(),
         )?;
@@ -196,76 +184,23 @@ fn probe_layer(probe: &[u8], devnull_target: &Path) -> Result<Vec<u8>> {
     b.into_inner().context("finishing the probe layer")
 }
 
-fn blob(bytes: Vec<u8>) -> (String, Vec<u8>) {
-    (format!("sha256:{:x}", Sha256::digest(&bytes)), bytes)
-}
-
-fn arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        other => other,
-    }
-}
-
 /// Write an OCI archive holding [`PROBE_IMAGE`] and [`EVIL_IMAGE`] (distinct configs:
 /// containerd 1.6 names a container's image by the first name of its image).
 pub fn write_probe_images(out: &Path, probe: &Path, devnull_target: &Path) -> Result<()> {
     let probe = std::fs::read(probe).with_context(|| format!("reading {}", probe.display()))?;
-    let (layer_digest, layer) = blob(probe_layer(&probe, devnull_target)?);
-    let mut blobs = vec![(layer_digest.clone(), layer.clone())];
-    let mut manifests = Vec::new();
-    for (name, label) in [(PROBE_IMAGE, "probe"), (EVIL_IMAGE, "untrusted-registry")] {
-        let config = json!({
-            "architecture": arch(), "os": "linux",
-            "config": {
-                "Env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"],
-                "Cmd": ["sh"], "WorkingDir": "/",
-                "Labels": {"org.stockade.test": label},
-            },
-            "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
-        });
-        let (cdigest, cbytes) = blob(config.to_string().into_bytes());
-        let manifest = json!({
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                       "digest": cdigest, "size": cbytes.len()},
-            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
-                        "digest": layer_digest, "size": layer.len()}],
-        });
-        let (mdigest, mbytes) = blob(manifest.to_string().into_bytes());
-        manifests.push(json!({
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "digest": mdigest, "size": mbytes.len(),
-            "annotations": {"io.containerd.image.name": name,
-                            "org.opencontainers.image.ref.name": "latest"},
-            "platform": {"architecture": arch(), "os": "linux"},
-        }));
-        blobs.push((cdigest, cbytes));
-        blobs.push((mdigest, mbytes));
-    }
-    let index = json!({"schemaVersion": 2,
-                       "mediaType": "application/vnd.oci.image.index.v1+json",
-                       "manifests": manifests});
-    let file = std::fs::File::create(out).with_context(|| format!("creating {}", out.display()))?;
-    let mut ar = tar::Builder::new(file);
-    let mut add = |path: &str, bytes: &[u8]| -> Result<()> {
-        let mut h = header(tar::EntryType::Regular, 0o644, bytes.len() as u64);
-        ar.append_data(&mut h, path, bytes)
-            .with_context(|| format!("writing {path}"))
+    let layer = probe_layer(&probe, devnull_target)?;
+    let image = |name, label| OciImage {
+        name,
+        layer: &layer,
+        process: json!({"Cmd": ["sh"], "Labels": {"org.stockade.test": label}}),
     };
-    add("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
-    add("index.json", index.to_string().as_bytes())?;
-    for (digest, bytes) in &blobs {
-        add(
-            &format!("blobs/sha256/{}", digest.trim_start_matches("sha256:")),
-            bytes,
-        )?;
-    }
-    ar.into_inner()
-        .context("finishing the probe image archive")?;
-    Ok(())
+    write_oci_archive(
+        out,
+        &[
+            image(PROBE_IMAGE, "probe"),
+            image(EVIL_IMAGE, "untrusted-registry"),
+        ],
+    )
 }
 
 /// Build the probe, the probe images and import them into `c`'s own namespace and
