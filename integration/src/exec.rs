@@ -32,19 +32,7 @@ pub fn output_with_timeout(cmd: &mut Command, timeout: Duration) -> Result<Outpu
         }
         buf
     });
-    let deadline = Instant::now() + timeout;
-    let mut timed_out = false;
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
-        if Instant::now() > deadline {
-            timed_out = true;
-            let _ = child.kill();
-            break child.wait()?;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let (status, timed_out) = wait_or_kill(&mut child, timeout)?;
     // A killed client may leave grandchildren holding the pipes: don't wait for them.
     let stdout = join_bounded(out_reader, timed_out);
     let mut stderr = join_bounded(err_reader, timed_out);
@@ -108,19 +96,7 @@ pub fn tty_output_with_timeout(cmd: &mut Command, timeout: Duration) -> Result<T
         }
         buf
     });
-    let deadline = Instant::now() + timeout;
-    let mut timed_out = false;
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
-        if Instant::now() > deadline {
-            timed_out = true;
-            let _ = child.kill();
-            break child.wait()?;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let (status, timed_out) = wait_or_kill(&mut child, timeout)?;
     let mut output = String::from_utf8_lossy(&join_bounded(reader, true)).into_owned();
     if timed_out {
         output.push_str(&format!("\n[harness] timed out after {timeout:?}\n"));
@@ -143,5 +119,24 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
             anyhow::bail!("timed out after {timeout:?} waiting for {what}");
         }
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Wait for `child` up to `timeout`, then kill it; returns its status and whether it had to
+/// be killed.
+fn wait_or_kill(
+    child: &mut std::process::Child,
+    timeout: Duration,
+) -> std::io::Result<(std::process::ExitStatus, bool)> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok((status, false));
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            return Ok((child.wait()?, true));
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
