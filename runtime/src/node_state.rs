@@ -11,6 +11,7 @@
 //! are therefore missed by the latency histogram, which is acceptable for a node-level
 //! distribution.
 
+use crate::idrange::IdRange;
 use crate::pod::PodIdentity;
 use serde::{Deserialize, Serialize};
 use std::fs::DirBuilder;
@@ -60,6 +61,9 @@ pub struct ContainerRecord {
     /// From the shim receiving `Create` to `Start` returning, in milliseconds.
     #[serde(default)]
     pub start_latency_ms: Option<f64>,
+    /// The pod's host UID/GID range (its user namespace), when it has one.
+    #[serde(default)]
+    pub host_ids: Option<IdRange>,
 }
 
 impl ContainerRecord {
@@ -70,7 +74,7 @@ impl ContainerRecord {
         profile: &str,
         cgroups_path: &str,
         init_pid: i32,
-        start_latency_ms: Option<f64>,
+        host_ids: Option<IdRange>,
     ) -> Self {
         ContainerRecord {
             id: id.to_string(),
@@ -82,7 +86,8 @@ impl ContainerRecord {
             cgroups_path: cgroups_path.to_string(),
             init_pid,
             created_unix_ms: unix_ms(SystemTime::now()),
-            start_latency_ms,
+            start_latency_ms: None,
+            host_ids,
         }
     }
 }
@@ -260,6 +265,10 @@ mod tests {
             init_pid: 42,
             created_unix_ms: 1,
             start_latency_ms: Some(250.5),
+            host_ids: Some(IdRange {
+                first: 1 << 30,
+                size: 65536,
+            }),
         }
     }
 

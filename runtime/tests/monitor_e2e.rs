@@ -289,7 +289,9 @@ fn record(id: &str, sandbox: &str, name: &str, cgroups_path: &str, pid: i32) -> 
         pod_name: Some(format!("pod-{sandbox}")),
         container_name: Some(name.into()),
     };
-    ContainerRecord::new(id, &pod, "e2e", cgroups_path, pid, Some(180.0))
+    let mut record = ContainerRecord::new(id, &pod, "e2e", cgroups_path, pid, None);
+    record.start_latency_ms = Some(180.0);
+    record
 }
 
 #[test]

@@ -728,7 +728,7 @@ impl Inner {
                     &c.profile.name,
                     &c.cgroups_path,
                     c.init.pid,
-                    None,
+                    c.record.id_range,
                 );
                 c.init.starting = true;
                 (c.init.pid, (record, c.created_at))

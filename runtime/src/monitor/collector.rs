@@ -67,16 +67,14 @@ impl RecordCache {
         self.loaded = Some(Instant::now());
     }
 
-    /// Attributes a process by its cgroups.
-    pub fn attribute_pid(&mut self, pid: i32) -> Attribution {
-        let Ok(cgroups) = read_proc_cgroup(pid) else {
-            return Attribution::Gone;
-        };
+    /// Attributes a denial's process by its UID and, while it lives, its cgroups.
+    pub fn attribute(&mut self, record: &SeccompRecord) -> Attribution {
+        let cgroups = read_proc_cgroup(record.pid).ok();
         self.refresh_if_older(CACHE_MAX_AGE);
-        match attribute(&cgroups, &self.records) {
-            Attribution::Foreign => {
+        match attribute(record.uid, cgroups.as_deref(), &self.records) {
+            Attribution::Foreign | Attribution::Gone => {
                 self.refresh_if_older(CACHE_MISS_AGE);
-                attribute(&cgroups, &self.records)
+                attribute(record.uid, cgroups.as_deref(), &self.records)
             }
             found => found,
         }
@@ -457,6 +455,7 @@ mod tests {
             init_pid: 1,
             created_unix_ms: 0,
             start_latency_ms: None,
+            host_ids: None,
         }
     }
 
@@ -477,6 +476,7 @@ mod tests {
         let mut counts = SeccompCounts::default();
         let record = |code| SeccompRecord {
             pid: 5,
+            uid: None,
             arch: 0xC000_003E,
             syscall: 250,
             code,

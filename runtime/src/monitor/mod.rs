@@ -240,13 +240,14 @@ fn read_records(
             .records
             .iter()
             .filter(|r| r.is_denial())
-            .map(|r| (r, cache.attribute_pid(r.pid)))
+            .map(|r| (r, cache.attribute(r)))
             .collect();
         let mut counts = counts.lock().unwrap_or_else(PoisonError::into_inner);
         counts.lost += batch.lost;
         for (record, attribution) in attributed {
             tracing::debug!(
                 pid = record.pid,
+                uid = record.uid,
                 syscall = %record.syscall_name(),
                 action = record.action(),
                 ?attribution,

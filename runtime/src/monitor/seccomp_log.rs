@@ -23,6 +23,9 @@ const AUDIT_ARCH_ARM: u32 = 0x4000_0028;
 pub struct SeccompRecord {
     /// The process (thread group) as the host sees it.
     pub pid: i32,
+    /// The process's UID in the initial user namespace: for a Stockade container, an ID of
+    /// its pod's host range, which names the pod even after the process is gone.
+    pub uid: Option<u32>,
     /// AUDIT_ARCH_* of the syscall's ABI.
     pub arch: u32,
     pub syscall: i64,
@@ -78,6 +81,7 @@ pub fn parse_body(body: &str) -> Option<SeccompRecord> {
     // auditd's enriched format appends interpreted fields after 0x1d.
     let body = body.split('\u{1d}').next().unwrap_or("");
     let mut pid = None;
+    let mut uid = None;
     let mut arch = None;
     let mut syscall = None;
     let mut code = None;
@@ -85,6 +89,7 @@ pub fn parse_body(body: &str) -> Option<SeccompRecord> {
     for (key, value) in fields(body) {
         match key {
             "pid" => pid = i32::from_str(value).ok(),
+            "uid" => uid = u32::from_str(value).ok(),
             "arch" => arch = u32::from_str_radix(value, 16).ok(),
             "syscall" => syscall = i64::from_str(value).ok(),
             "code" => code = parse_hex(value),
@@ -94,6 +99,8 @@ pub fn parse_body(body: &str) -> Option<SeccompRecord> {
     }
     Some(SeccompRecord {
         pid: pid.filter(|p| *p > 0)?,
+        // (uid_t)-1 is "no UID".
+        uid: uid.filter(|u| *u != u32::MAX),
         arch: arch?,
         syscall: syscall?,
         code: code? & libc::SECCOMP_RET_ACTION_FULL,
@@ -191,6 +198,8 @@ mod tests {
     fn kmsg_record() {
         let r = parse_line(KMSG).unwrap();
         assert_eq!(r.pid, 517);
+        // `uid`, not `auid` (4294967295, "unset").
+        assert_eq!(r.uid, Some(0));
         assert_eq!(r.syscall, 250);
         assert_eq!(r.syscall_name(), "keyctl");
         assert_eq!(r.action(), "errno");
@@ -210,6 +219,7 @@ mod tests {
     fn auditd_enriched_record() {
         let r = parse_line(AUDITD).unwrap();
         assert_eq!(r.pid, 4242);
+        assert_eq!(r.uid, Some(1000));
         assert_eq!(r.comm.as_deref(), Some("my app"));
         assert_eq!(r.arch, AUDIT_ARCH_AARCH64);
         assert_eq!(r.syscall_name(), "newfstatat");
