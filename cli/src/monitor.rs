@@ -4,10 +4,9 @@ use anyhow::{Context, Result};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use stockade_runtime::idrange::IdAllocator;
 use stockade_runtime::monitor::{Monitor, MonitorConfig, SeccompSource, DEFAULT_LISTEN};
-use stockade_runtime::node_state;
 use stockade_runtime::profile::Profile;
+use stockade_runtime::state_dir::StateDir;
 
 #[derive(clap::Args)]
 #[command(group(clap::ArgGroup::new("seccomp-source").args(["netlink", "kmsg", "audit_log", "no_seccomp"])))]
@@ -15,9 +14,10 @@ pub struct MonitorArgs {
     /// Address to serve /metrics and /healthz on.
     #[arg(long, default_value = DEFAULT_LISTEN)]
     listen: SocketAddr,
-    /// Where the shims write their container records.
-    #[arg(long, default_value = node_state::DEFAULT_DIR)]
-    state_dir: PathBuf,
+    /// Stockade's node state directory, where the shims write their container records and
+    /// ID ranges (default: $STOCKADE_STATE_DIR, else /run/stockade).
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
     /// A profile in use on this node (repeatable): its name, ID pool and audit log.
     #[arg(long = "profile", value_name = "FILE")]
     profiles: Vec<PathBuf>,
@@ -38,9 +38,6 @@ pub struct MonitorArgs {
     /// Do not count seccomp denials.
     #[arg(long)]
     no_seccomp: bool,
-    /// The ID-range allocator's state file (ranges in use / free).
-    #[arg(long, default_value = IdAllocator::DEFAULT_STATE_FILE)]
-    id_state: PathBuf,
     /// Where the cgroup hierarchies are mounted.
     #[arg(long, default_value = "/sys/fs/cgroup")]
     cgroup_root: PathBuf,
@@ -55,6 +52,10 @@ pub fn run(args: MonitorArgs) -> Result<ExitCode> {
         .with_writer(std::io::stderr)
         .try_init();
 
+    let state = match args.state_dir {
+        Some(dir) => StateDir::new(dir)?,
+        None => StateDir::from_env()?,
+    };
     let mut names = Vec::new();
     let mut id_pools = Vec::new();
     let mut audit_trails = args.audit_trails.clone();
@@ -79,12 +80,12 @@ pub fn run(args: MonitorArgs) -> Result<ExitCode> {
     };
     let monitor = Monitor::start(MonitorConfig {
         listen: args.listen,
-        state_dir: args.state_dir,
+        state_dir: state.containers(),
         cgroup_root: args.cgroup_root,
         audit_trails,
         profiles: names,
         id_pools,
-        id_state: Some(args.id_state),
+        id_state: Some(state.id_ranges()),
         seccomp,
     })
     .context("starting the exporter")?;

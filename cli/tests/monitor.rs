@@ -66,7 +66,6 @@ fn value(metrics: &str, series: &str) -> Option<f64> {
 fn serves_metrics_that_promtool_accepts_and_counts_refusals() {
     let tmp = tempfile::tempdir().unwrap();
     let trail = tmp.path().join("audit.jsonl");
-    let state = tmp.path().join("containers");
     // The shipped default profile, with its audit log in our temp dir: the exporter must
     // follow the log the profile names.
     let shipped = std::fs::read_to_string(root().join("profiles/default.toml")).unwrap();
@@ -88,9 +87,7 @@ fn serves_metrics_that_promtool_accepts_and_counts_refusals() {
         "--profile",
         profile.to_str().unwrap(),
         "--state-dir",
-        state.to_str().unwrap(),
-        "--id-state",
-        tmp.path().join("idranges.json").to_str().unwrap(),
+        tmp.path().to_str().unwrap(),
     ]);
     assert_eq!(
         http::get(exporter.addr, "/healthz").unwrap(),

@@ -401,10 +401,6 @@ pub struct IdAllocator {
 }
 
 impl IdAllocator {
-    /// Where the shim keeps the node's allocations by default (tmpfs: pods do not survive
-    /// a reboot, neither should their ranges).
-    pub const DEFAULT_STATE_FILE: &'static str = "/run/stockade/idranges.json";
-
     /// An allocator for `pool` on the state file `path` (created on first write, its
     /// directory with mode 0700). New allocations are owned by the calling process.
     pub fn open(

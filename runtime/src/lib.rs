@@ -18,4 +18,5 @@ pub mod pod;
 pub mod profile;
 pub mod rootfs;
 pub mod seccomp;
+pub mod state_dir;
 pub mod userns;

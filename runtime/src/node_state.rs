@@ -2,7 +2,7 @@
 //! (`stockade monitor`).
 //!
 //! CONTRACT: a shim writes one [`ContainerRecord`] per running container as
-//! `<dir>/<container-id>.json` ([`DEFAULT_DIR`] in production) with [`write`] when the
+//! `<dir>/<container-id>.json` ([`crate::state_dir::StateDir::containers`]) with [`write`] when the
 //! container has started (its init pid is known), and removes it with [`remove`] when the
 //! container is deleted. [`write`] is atomic (temp file + rename), so a reader never sees a
 //! half-written record. The container's start latency (from the shim receiving `Create` to
@@ -19,9 +19,6 @@ use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
-
-/// Where shims write their records on a node.
-pub const DEFAULT_DIR: &str = "/run/stockade/containers";
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeStateError {

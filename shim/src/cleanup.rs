@@ -57,10 +57,8 @@ pub fn run(flags: &Flags) -> anyhow::Result<()> {
         let _ = std::fs::remove_file(bundle.join(state::RECORD_FILE));
     }
     let _ = std::fs::remove_file(bundle.join(state::SECCOMP_FILE));
-    let _ = stockade_runtime::node_state::remove(
-        std::path::Path::new(stockade_runtime::node_state::DEFAULT_DIR),
-        &flags.id,
-    );
+    let _ =
+        stockade_runtime::node_state::remove(&crate::state::state_dir().containers(), &flags.id);
 
     let d = SystemTime::now()
         .duration_since(UNIX_EPOCH)

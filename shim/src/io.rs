@@ -24,7 +24,6 @@ use crate::zygote::StdioMask;
 /// How long to wait for containerd to open its end of a fifo.
 const FIFO_OPEN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Where console sockets live (short: a unix socket path has 108 bytes).
-const CONSOLE_DIR: &str = "/run/stockade/console";
 
 #[derive(Debug, Clone, Default)]
 pub struct StdioPaths {
@@ -126,9 +125,10 @@ pub struct ConsoleSocket {
 impl ConsoleSocket {
     pub fn new() -> anyhow::Result<Self> {
         static SEQ: AtomicU64 = AtomicU64::new(0);
-        std::fs::create_dir_all(CONSOLE_DIR).with_context(|| format!("creating {CONSOLE_DIR}"))?;
-        let path = PathBuf::from(format!(
-            "{CONSOLE_DIR}/{}-{}.sock",
+        let dir = crate::state::state_dir().console();
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let path = dir.join(format!(
+            "{}-{}.sock",
             std::process::id(),
             SEQ.fetch_add(1, Ordering::Relaxed)
         ));

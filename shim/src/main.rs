@@ -41,6 +41,10 @@ fn main() {
         println!("containerd-shim-stockade-v1 {}", env!("CARGO_PKG_VERSION"));
         return;
     }
+    if let Err(e) = state::init_state_dir() {
+        eprintln!("{RUNTIME_ID}: {e:#}");
+        std::process::exit(1);
+    }
     let result = if flags.info {
         let info = containerd_shim_protos::types::introspection::RuntimeInfo {
             name: RUNTIME_ID.to_string(),

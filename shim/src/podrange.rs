@@ -14,7 +14,7 @@ use stockade_runtime::profile::Profile;
 use crate::state::Record;
 
 fn allocator(profile: &Profile) -> anyhow::Result<IdAllocator> {
-    IdAllocator::open(IdAllocator::DEFAULT_STATE_FILE, profile.userns)
+    IdAllocator::open(crate::state::state_dir().id_ranges(), profile.userns)
         .map_err(|e| anyhow!("ID range allocator: {e}"))
 }
 

@@ -735,7 +735,7 @@ impl Inner {
             };
             // Written before the workload runs, so the exporter can attribute even its
             // first denied syscalls; rewritten below with the start latency.
-            if let Err(e) = node_state::write(Path::new(node_state::DEFAULT_DIR), &record.0) {
+            if let Err(e) = node_state::write(&state::state_dir().containers(), &record.0) {
                 tracing::warn!(container = %req.id, error = %e, "node state record not written");
             }
             let started = self
@@ -752,14 +752,14 @@ impl Inner {
             }
             let deferred = self.finish_start(&req.id, "").await;
             if let Err(e) = started {
-                let _ = node_state::remove(Path::new(node_state::DEFAULT_DIR), &req.id);
+                let _ = node_state::remove(&state::state_dir().containers(), &req.id);
                 if let Some((event, drained)) = deferred {
                     self.publish_exit(event, drained).await;
                 }
                 return Err(internal(e));
             }
             record.0.start_latency_ms = Some(record.1.elapsed().as_secs_f64() * 1000.0);
-            if let Err(e) = node_state::write(Path::new(node_state::DEFAULT_DIR), &record.0) {
+            if let Err(e) = node_state::write(&state::state_dir().containers(), &record.0) {
                 tracing::warn!(container = %req.id, error = %e, "node state record not written");
             }
             self.publish(
@@ -1039,7 +1039,7 @@ impl Inner {
                 tokio::time::timeout(Duration::from_secs(5), rx.wait_for(|e| e.is_some())).await;
         }
         self.cleanup_after(&req.id, &bundle, &record).await;
-        let _ = node_state::remove(Path::new(node_state::DEFAULT_DIR), &req.id);
+        let _ = node_state::remove(&state::state_dir().containers(), &req.id);
         let c = self.containers.lock().await.remove(&req.id);
         let (code, at) = c
             .as_ref()

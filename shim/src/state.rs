@@ -1,7 +1,7 @@
 //! Where container state lives, and which profile a container gets.
 //!
-//! - libcontainer's state: `/run/stockade/libcontainer/<containerd namespace>/<id>/`
-//!   (tmpfs: gone after a reboot, like the containers).
+//! - libcontainer's state: `<state dir>/libcontainer/<containerd namespace>/<id>/`
+//!   (`/run/stockade` on tmpfs by default: gone after a reboot, like the containers).
 //! - Stockade's own record of what Create did (rootfs mounted, pod, cgroup, ID range):
 //!   `<bundle>/stockade.json`, so the `delete` action can undo it after a shim crash.
 //! - The spec as containerd wrote it: `<bundle>/config.orig.json` (audit); the hardened
@@ -13,9 +13,10 @@ use anyhow::Context;
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use containerd_shim_protos::protobuf::CodedInputStream;
 use serde::{Deserialize, Serialize};
+use std::sync::OnceLock;
 use stockade_runtime::idrange::IdRange;
+use stockade_runtime::state_dir::StateDir;
 
-pub const STATE_ROOT: &str = "/run/stockade/libcontainer";
 pub const DEFAULT_PROFILE: &str = "/etc/stockade/default.toml";
 /// Environment override of the profile path, e.g. for `ctr run` (set it in containerd's
 /// environment; containerd passes its environment to shims).
@@ -26,9 +27,25 @@ pub const ORIGINAL_SPEC: &str = "config.orig.json";
 /// Where the rootfs's idmapped layer clones are attached.
 pub const ROOTFS_STAGING: &str = ".stockade-rootfs";
 
+/// The node's Stockade state directory (`$STOCKADE_STATE_DIR`, else /run/stockade), read
+/// once: [`init_state_dir`] at startup turns a bad value into an error.
+static STATE_DIR: OnceLock<StateDir> = OnceLock::new();
+
+pub fn init_state_dir() -> anyhow::Result<()> {
+    let dir = StateDir::from_env()?;
+    let _ = STATE_DIR.set(dir);
+    Ok(())
+}
+
+pub fn state_dir() -> &'static StateDir {
+    STATE_DIR.get_or_init(|| {
+        StateDir::new(stockade_runtime::state_dir::DEFAULT_ROOT).expect("an absolute path")
+    })
+}
+
 /// libcontainer's root directory for a containerd namespace.
 pub fn libcontainer_root(namespace: &str) -> PathBuf {
-    Path::new(STATE_ROOT).join(namespace)
+    state_dir().libcontainer().join(namespace)
 }
 
 /// What Create did, for undoing it from disk.

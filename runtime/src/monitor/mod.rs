@@ -48,13 +48,14 @@ pub enum SeccompSource {
 #[derive(Debug, Clone)]
 pub struct MonitorConfig {
     pub listen: SocketAddr,
+    /// The shims' container records (`StateDir::containers`).
     pub state_dir: PathBuf,
     /// Where the cgroup hierarchies are mounted (/sys/fs/cgroup); v1 or v2 is detected.
     pub cgroup_root: PathBuf,
     pub audit_trails: Vec<PathBuf>,
     pub profiles: Vec<String>,
     pub id_pools: Vec<IdPoolSettings>,
-    /// The ID-range allocator's state file (`IdAllocator::DEFAULT_STATE_FILE`); None
+    /// The ID-range allocator's state file (`StateDir::id_ranges`); None
     /// estimates ranges in use from the container records.
     pub id_state: Option<PathBuf>,
     pub seccomp: SeccompSource,
