@@ -17,6 +17,9 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use stockade_runtime::idrange::IdAllocator;
+use stockade_runtime::profile::IdPoolSettings;
+use stockade_runtime::state_dir::{self, StateDir};
 
 /// containerd's CRI namespace.
 pub const CRI_NAMESPACE: &str = "k8s.io";
@@ -30,8 +33,6 @@ pub const HANDLER_STOCKADE_STRICT: &str = "stockade-strict";
 pub const HANDLER_RUNC: &str = "runc";
 
 const CNI_BIN_DIR: &str = "/usr/lib/cni";
-/// Where the Stockade shim keeps libcontainer's state, per containerd namespace.
-pub const SHIM_STATE_ROOT: &str = "/run/stockade/libcontainer";
 /// Deadline for one `ctr` invocation.
 pub const CTR_TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -45,6 +46,10 @@ pub struct Leftovers {
     pub cgroups: Vec<PathBuf>,
     /// containerd's task bundles, Stockade's libcontainer state dirs, shim sockets.
     pub task_dirs: Vec<PathBuf>,
+    /// Pods of this instance that still hold a host ID range.
+    pub id_ranges: Vec<String>,
+    /// Node state records (for the exporter) of this instance's containers.
+    pub node_records: Vec<PathBuf>,
 }
 
 impl Leftovers {
@@ -53,6 +58,8 @@ impl Leftovers {
             && self.mounts.is_empty()
             && self.cgroups.is_empty()
             && self.task_dirs.is_empty()
+            && self.id_ranges.is_empty()
+            && self.node_records.is_empty()
     }
 }
 
@@ -71,6 +78,9 @@ pub struct Containerd {
     pub bridge: String,
     /// Directory holding containerd-shim-stockade-v1 (first in containerd's PATH).
     pub shim_dir: PathBuf,
+    /// The Stockade shims' state directory (`STOCKADE_STATE_DIR` in containerd's
+    /// environment; /run/stockade unless the instance was started with another).
+    pub stockade_state: StateDir,
     child: Option<Child>,
     /// Network namespaces of CRI pods (under /run/netns), unmounted on Drop if left.
     netns: Arc<Mutex<Vec<PathBuf>>>,
@@ -86,6 +96,12 @@ impl Containerd {
     /// network, and the busybox and pause images imported into its own ctr namespace
     /// ([`Containerd::namespace`]) and into `k8s.io`.
     pub fn start() -> Result<Containerd> {
+        Containerd::start_with_state_dir(None)
+    }
+
+    /// [`Containerd::start`], with the Stockade shims keeping their state in `state_dir`
+    /// (an absolute path; None: the node's default).
+    pub fn start_with_state_dir(state_dir: Option<&Path>) -> Result<Containerd> {
         for tool in ["containerd", "ctr", "runc", "ip"] {
             paths::require_tool(tool)?;
         }
@@ -101,6 +117,10 @@ impl Containerd {
             bail!("the integration tests need root (they start containerd)");
         }
         let shim_dir = paths::shim_dir()?;
+        let stockade_state = match state_dir {
+            Some(dir) => StateDir::new(dir)?,
+            None => StateDir::new(state_dir::DEFAULT_ROOT)?,
+        };
         let n = INSTANCES.fetch_add(1, Ordering::SeqCst);
         let pid = std::process::id();
         let name = format!("stockade-it-{pid}-{n}");
@@ -121,6 +141,7 @@ impl Containerd {
             name,
             bridge,
             shim_dir,
+            stockade_state,
             child: None,
             netns: Arc::new(Mutex::new(Vec::new())),
         };
@@ -272,6 +293,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             .arg(&self.config_path)
             .env("PATH", std::env::join_paths(dirs)?)
             .env("RUST_BACKTRACE", "1")
+            .env(state_dir::ENV, self.stockade_state.root())
             // The shim's profile when a client names none (e.g. `ctr run` without
             // --runtime-config-path); containerd passes its environment to shims.
             .env(
@@ -507,11 +529,35 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         }
         task_dirs.extend(self.shim_state_dirs());
         task_dirs.extend(self.shim_sockets());
+        let ids = self.logged_ids();
+        // Only reading the table: any pool will do.
+        let any_pool = IdPoolSettings {
+            first_id: 1 << 30,
+            size: 1 << 16,
+            ids_per_pod: 1 << 16,
+        };
+        let id_ranges = IdAllocator::open(self.stockade_state.id_ranges(), any_pool)
+            .and_then(|allocator| allocator.table())
+            .map(|table| {
+                table
+                    .iter()
+                    .map(|(pod, _)| pod.to_string())
+                    .filter(|pod| ids.contains(pod))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let node_records = ids
+            .iter()
+            .map(|id| self.stockade_state.containers().join(format!("{id}.json")))
+            .filter(|p| p.exists())
+            .collect();
         Leftovers {
             processes,
             mounts,
             cgroups,
             task_dirs,
+            id_ranges,
+            node_records,
         }
     }
 
@@ -566,7 +612,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
     /// Stockade's libcontainer state dirs of this instance's containers. Its ctr
     /// namespace is ours alone; in k8s.io only the IDs our containerd logged are ours.
     pub fn shim_state_dirs(&self) -> Vec<PathBuf> {
-        let root = Path::new(SHIM_STATE_ROOT);
+        let root = self.stockade_state.libcontainer();
         let mut dirs = Vec::new();
         if let Ok(entries) = std::fs::read_dir(root.join(&self.name)) {
             dirs.extend(entries.flatten().map(|e| e.path()));
@@ -663,7 +709,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         for d in self.shim_state_dirs() {
             let _ = std::fs::remove_dir_all(d);
         }
-        let _ = std::fs::remove_dir(Path::new(SHIM_STATE_ROOT).join(&self.name));
+        let _ = std::fs::remove_dir(self.stockade_state.libcontainer().join(&self.name));
         let cgroups = teardown::remove_cgroups(&cgroup_dirs, Duration::from_secs(10));
         if !cgroups.is_empty() {
             problems.push(format!("cgroups left: {cgroups:?}"));
