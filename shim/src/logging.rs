@@ -4,7 +4,10 @@
 use std::os::unix::fs::OpenOptionsExt;
 use std::sync::Mutex;
 
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::filter_fn;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
 /// `STOCKADE_LOG` (EnvFilter syntax) wins; otherwise containerd's debug flag. libcontainer
 /// is kept a level quieter: at debug it logs every mount and cgroup file it touches.
@@ -13,9 +16,33 @@ fn filter(debug: bool) -> EnvFilter {
         EnvFilter::new(if debug {
             "debug,libcontainer=info,libcgroups=info"
         } else {
-            "info,libcontainer=error,libcgroups=warn"
+            "info,libcontainer=error,libcgroups=error"
         })
     })
+}
+
+/// libcontainer is built without libseccomp and warns, for every container, that it cannot
+/// install seccomp or enforce no_new_privs. Stockade does both itself (in the Executor,
+/// right before exec), so on a hardened runtime that warning would only mislead. (The
+/// module's only other warnings are about a malformed LISTEN_FDS, which containerd does not
+/// set.)
+fn is_libseccomp_warning(meta: &tracing::Metadata<'_>) -> bool {
+    meta.target() == "libcontainer::process::init::process" && *meta.level() == tracing::Level::WARN
+}
+
+fn init<W>(debug: bool, writer: W)
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    let layer = tracing_subscriber::fmt::layer()
+        .with_ansi(false)
+        .with_target(false)
+        .with_writer(writer)
+        .with_filter(filter_fn(|meta| !is_libseccomp_warning(meta)));
+    let _ = tracing_subscriber::registry()
+        .with(filter(debug))
+        .with(layer)
+        .try_init();
 }
 
 /// containerd opens `log` (a fifo in the bundle) before starting the shim; writes never
@@ -25,21 +52,12 @@ pub fn init_server(debug: bool) {
         .write(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
         .open("log");
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter(debug))
-        .with_ansi(false)
-        .with_target(false);
-    let _ = match log {
-        Ok(f) => builder.with_writer(Mutex::new(f)).try_init(),
-        Err(_) => builder.with_writer(std::io::stderr).try_init(),
-    };
+    match log {
+        Ok(f) => init(debug, Mutex::new(f)),
+        Err(_) => init(debug, std::io::stderr),
+    }
 }
 
 pub fn init_stderr(debug: bool) {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter(debug))
-        .with_ansi(false)
-        .with_target(false)
-        .with_writer(std::io::stderr)
-        .try_init();
+    init(debug, std::io::stderr);
 }
