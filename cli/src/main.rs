@@ -13,7 +13,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use stockade_runtime::hardener::{self, HardenContext, HardenError};
 use stockade_runtime::idrange::IdRange;
-use stockade_runtime::oci_spec::runtime::Spec;
+use stockade_runtime::namespaces;
+use stockade_runtime::oci_spec::runtime::{LinuxNamespaceType, Spec};
 use stockade_runtime::pod::PodIdentity;
 use stockade_runtime::profile::Profile;
 use stockade_runtime::seccomp;
@@ -49,7 +50,8 @@ enum Command {
         /// Container ID (default: "stockade-dry-run").
         #[arg(long, default_value = "stockade-dry-run")]
         container_id: String,
-        /// For an app container of a pod: the sandbox's user namespace to join.
+        /// For an app container of a pod: the sandbox's user namespace to join; its PID is
+        /// taken as the pod's, whose namespaces the container may join.
         #[arg(long, default_value = "/proc/SANDBOX_PID/ns/user")]
         pod_userns: PathBuf,
         /// Print the result as one JSON document {"spec", "seccomp", "report"} on stdout.
@@ -149,7 +151,21 @@ fn harden(
         &container_id,
         &spec.annotations().clone().unwrap_or_default(),
     );
-    // A dry run: the pod gets the pool's first range.
+    // A dry run: the pod gets the pool's first range; its sandbox is the process named by
+    // --pod-userns; the network namespace path, if any, is looked at on this machine.
+    let sandbox_pid = pod_userns
+        .strip_prefix("/proc")
+        .ok()
+        .and_then(|rest| rest.iter().next()?.to_str()?.parse::<i32>().ok());
+    let netns_path_is_host = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .into_iter()
+        .flatten()
+        .filter(|n| n.typ() == LinuxNamespaceType::Network)
+        .filter_map(|n| n.path().as_deref())
+        .any(|p| namespaces::is_own_netns(p).unwrap_or(false));
     let ctx = HardenContext {
         container_id,
         sandbox_id: pod.sandbox_id.clone(),
@@ -159,6 +175,11 @@ fn harden(
             size: profile.userns.ids_per_pod,
         },
         pod_userns: (!pod.is_sandbox).then_some(pod_userns),
+        pod_pids: sandbox_pid
+            .into_iter()
+            .filter(|_| !pod.is_sandbox)
+            .collect(),
+        netns_path_is_host,
     };
     let hardened = match hardener::harden(spec, &profile, &ctx) {
         Ok(h) => h,

@@ -382,6 +382,21 @@ static int probe_signal(int pid) {
     return 0;
 }
 
+/* Whether this process runs in the network namespace whose nsfs inode is `host_ino`. */
+static int probe_netns(unsigned long long host_ino) {
+    struct stat st;
+    if (stat("/proc/self/ns/net", &st) != 0) {
+        report("host-netns-by-path", "BLOCKED", "stat /proc/self/ns/net: %s", strerrorname_np(errno));
+        return 0;
+    }
+    if ((unsigned long long)st.st_ino == host_ino)
+        report("host-netns-by-path", "ALLOWED", "in the host's network namespace (net:[%llu])", host_ino);
+    else
+        report("host-netns-by-path", "BLOCKED", "in its own network namespace (net:[%llu])",
+               (unsigned long long)st.st_ino);
+    return 0;
+}
+
 /* Fork children that sleep until the container ends, up to `max`. */
 static int probe_forkbomb(int max) {
     int n = 0, err = 0;
@@ -477,6 +492,7 @@ int main(int argc, char **argv) {
     if (!strcmp(p, "cwd") && argc > 2) return probe_cwd(argv[2]);
     if (!strcmp(p, "devnull")) return probe_devnull();
     if (!strcmp(p, "signal") && argc > 2) return probe_signal(atoi(argv[2]));
+    if (!strcmp(p, "netns") && argc > 2) return probe_netns(strtoull(argv[2], NULL, 10));
     if (!strcmp(p, "forkbomb") && argc > 2) return probe_forkbomb(atoi(argv[2]));
     if (!strcmp(p, "membomb") && argc > 2) return probe_membomb(atoi(argv[2]));
     if (!strcmp(p, "cpuhog") && argc > 3) return probe_cpuhog(atoi(argv[2]), atoi(argv[3]));

@@ -157,13 +157,26 @@ fn specs() -> Vec<Spec> {
         s(
             "signal-other-pod",
             true,
-            "userns (pods have disjoint host ID ranges)",
+            "policy rule foreign-namespace (no joining another pod's PID namespace); \
+             behind it, userns (pods have disjoint host ID ranges)",
             None,
         ),
         s(
             "ptrace-other-pod",
             true,
-            "userns; seccomp-independent ptrace checks",
+            "policy rule foreign-namespace; behind it, userns and ptrace checks",
+            None,
+        ),
+        s(
+            "host-netns-by-path",
+            true,
+            "policy rule foreign-namespace (a /proc/PID/ns path of a process outside the pod)",
+            None,
+        ),
+        s(
+            "host-netns-pinned",
+            true,
+            "policy rule host-network (a pinned namespace file is checked for the host's identity)",
             None,
         ),
         s("fork-bomb", true, "cgroup pids (default pids.max)", None),
@@ -256,6 +269,9 @@ fn ctr_probes(c: &Containerd, rt: &TestRuntime, canary: &Path, r: &mut Results) 
     let (sig, ptr) = other_pod(c, rt);
     r.insert("signal-other-pod".into(), sig);
     r.insert("ptrace-other-pod".into(), ptr);
+    let (by_path, pinned) = host_netns(c, rt);
+    r.insert("host-netns-by-path".into(), by_path);
+    r.insert("host-netns-pinned".into(), pinned);
     r.insert("fork-bomb".into(), fork_bomb(c, rt));
     r.insert("memory-bomb".into(), memory_bomb(c, rt));
     r.insert("cpu-hog".into(), cpu_hog(c, rt));
@@ -375,6 +391,78 @@ fn other_pod(c: &Containerd, rt: &TestRuntime) -> (Res, Res) {
     let _ = c.ctr(&["tasks", "rm", &a]);
     let _ = c.ctr(&["containers", "rm", &a]);
     result.unwrap_or_else(|e| (Res::error(e.clone()), Res::error(e)))
+}
+
+/// Join the host's network namespace by naming it as a namespace path instead of asking
+/// for no network namespace at all (which the host-network rule refuses by its absence):
+/// `ctr run --with-ns network:/proc/PID/ns/net` (PID: our containerd's), and the same
+/// namespace pinned by a bind mount outside /proc, as CNI pins a pod's.
+fn host_netns(c: &Containerd, rt: &TestRuntime) -> (Res, Res) {
+    use std::os::unix::fs::MetadataExt;
+    let Some(pid) = c.pid() else {
+        let e = Res::error("containerd is not running");
+        return (e.clone(), e);
+    };
+    let host = format!("/proc/{pid}/ns/net");
+    let ino = match std::fs::metadata(&host) {
+        Ok(md) => md.ino(),
+        Err(e) => {
+            let e = Res::error(format!("{host}: {e}"));
+            return (e.clone(), e);
+        }
+    };
+    let by_path = join_netns(c, rt, &host, ino, "netns");
+    let pinned = c.dir.join(format!("{}-pinned-netns", label(rt)));
+    let bound = std::fs::write(&pinned, b"")
+        .map_err(|e| e.to_string())
+        .and_then(|()| {
+            nix::mount::mount(
+                Some(Path::new(&host)),
+                &pinned,
+                None::<&str>,
+                nix::mount::MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .map_err(|e| format!("bind {host} on {}: {e}", pinned.display()))
+        });
+    let pinned_res = match bound {
+        Ok(()) => {
+            let r = join_netns(c, rt, &pinned.display().to_string(), ino, "pinned");
+            let _ = nix::mount::umount2(&pinned, nix::mount::MntFlags::MNT_DETACH);
+            r
+        }
+        Err(e) => Res::error(e),
+    };
+    let _ = std::fs::remove_file(&pinned);
+    (by_path, pinned_res)
+}
+
+fn join_netns(c: &Containerd, rt: &TestRuntime, path: &str, ino: u64, tag: &str) -> Res {
+    let id = format!("{}-{tag}", label(rt));
+    let ns = format!("network:{path}");
+    let out = run_probe(
+        c,
+        rt,
+        &["--with-ns", &ns],
+        &id,
+        &["/probe", "netns", &ino.to_string()],
+    );
+    let lines = parse_probe_lines(&String::from_utf8_lossy(&out.stdout));
+    match lines.first() {
+        Some(l) => Res::of(l.outcome, l.detail.clone()),
+        None if !out.status.success() => {
+            let _ = c.ctr(&["containers", "rm", &id]);
+            let why = String::from_utf8_lossy(&out.stderr);
+            Res::of(
+                Outcome::Blocked,
+                format!(
+                    "runtime refused to start it: {}",
+                    why.lines().last().unwrap_or("")
+                ),
+            )
+        }
+        None => Res::error(describe(&out)),
+    }
 }
 
 /// Fork 1500 processes (above Stockade's default pids limit of 1024); then the node

@@ -13,6 +13,7 @@ pub mod hardener;
 pub mod idrange;
 pub mod launch;
 pub mod monitor;
+pub mod namespaces;
 pub mod node_state;
 pub mod pod;
 pub mod profile;

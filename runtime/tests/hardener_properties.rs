@@ -141,6 +141,8 @@ fn check(spec: Spec, profile: &Profile, is_sandbox: bool) -> Result<(), TestCase
             size: profile.userns.ids_per_pod,
         },
         pod_userns: (!is_sandbox).then(|| "/proc/1234/ns/user".into()),
+        pod_pids: if is_sandbox { Vec::new() } else { vec![1234] },
+        netns_path_is_host: false,
     };
     let hardened = match harden(spec, profile, &ctx) {
         Ok(h) => h,
@@ -216,6 +218,8 @@ proptest! {
             is_sandbox: true,
             id_range: IdRange { first: profile.userns.first_id, size: 65_536 },
             pod_userns: None,
+            pod_pids: Vec::new(),
+            netns_path_is_host: false,
         };
         match harden(spec.clone(), &profile, &ctx) {
             Ok(_) => check(spec, &profile, true)?,

@@ -29,6 +29,12 @@ pub struct HardenContext {
     pub id_range: IdRange,
     /// For app containers: the sandbox's user namespace (`/proc/PID/ns/user`) to join.
     pub pod_userns: Option<PathBuf>,
+    /// Init PIDs of the pod's running containers (facts the shim gathers): the only
+    /// processes whose namespaces a container may join through `/proc/PID/ns/*`.
+    pub pod_pids: Vec<i32>,
+    /// Whether the spec's network namespace path is the host's network namespace (the shim
+    /// compares the file's identity with its own namespace).
+    pub netns_path_is_host: bool,
 }
 
 /// The seccomp filters to install, in order: the profile's default, then the pod's own.
@@ -85,10 +91,11 @@ pub enum Rule {
     CpuCeiling,
     MemoryCeiling,
     PidsCeiling,
+    ForeignNamespace,
 }
 
 impl Rule {
-    pub const ALL: [Rule; 9] = [
+    pub const ALL: [Rule; 10] = [
         Rule::Privileged,
         Rule::HostNetwork,
         Rule::HostPid,
@@ -98,6 +105,7 @@ impl Rule {
         Rule::CpuCeiling,
         Rule::MemoryCeiling,
         Rule::PidsCeiling,
+        Rule::ForeignNamespace,
     ];
 
     pub fn name(&self) -> &'static str {
@@ -111,6 +119,7 @@ impl Rule {
             Rule::CpuCeiling => "cpu-ceiling",
             Rule::MemoryCeiling => "memory-ceiling",
             Rule::PidsCeiling => "pids-ceiling",
+            Rule::ForeignNamespace => "foreign-namespace",
         }
     }
 }
@@ -155,7 +164,7 @@ pub fn harden(
         )));
     }
 
-    policy::check(&spec, profile, &mut report)?;
+    policy::check(&spec, profile, ctx, &mut report)?;
 
     harden_process(&mut spec, profile, ctx, &mut report)?;
     harden_mounts(&mut spec, &mut report);

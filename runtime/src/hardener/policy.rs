@@ -1,13 +1,21 @@
 //! Policy: what a profile refuses outright, checked before anything is changed.
 
 use super::registry::ImageOrigin;
-use super::{Refusal, Report, Rule};
-use crate::oci_spec::runtime::{Capabilities, Capability, LinuxNamespaceType, Spec};
+use super::{HardenContext, Refusal, Report, Rule};
+use crate::oci_spec::runtime::{
+    Capabilities, Capability, LinuxNamespace, LinuxNamespaceType, Spec,
+};
 use crate::pod::ANNOTATION_IMAGE_NAME;
 use crate::profile::{Profile, Verdict};
+use std::path::{Component, Path};
 
 /// Every check in order; the first rule that refuses wins.
-pub(crate) fn check(spec: &Spec, profile: &Profile, report: &mut Report) -> Result<(), Refusal> {
+pub(crate) fn check(
+    spec: &Spec,
+    profile: &Profile,
+    ctx: &HardenContext,
+    report: &mut Report,
+) -> Result<(), Refusal> {
     let policy = &profile.policy;
     if policy.privileged == Verdict::Deny {
         if let Some(why) = privileged_reason(spec) {
@@ -54,6 +62,7 @@ pub(crate) fn check(spec: &Spec, profile: &Profile, report: &mut Report) -> Resu
             report.note(format!("host {name} namespace allowed by the profile"));
         }
     }
+    check_joined_namespaces(&namespaces, policy.host_network, ctx, report)?;
 
     let extra = extra_capabilities(spec, profile);
     if !extra.is_empty() {
@@ -73,6 +82,90 @@ pub(crate) fn check(spec: &Spec, profile: &Profile, report: &mut Report) -> Resu
     }
 
     check_registry(spec, &policy.allowed_registries, report)
+}
+
+/// A namespace given by path is joined, not created. Only two kinds of path are allowed:
+/// `/proc/PID/ns/<type>` of a container of the same pod (CRI's shared IPC, UTS, network and
+/// PID namespaces), and, for the network, a pinned namespace file outside /proc (CNI's
+/// `/var/run/netns/cni-...`) that is not the host's. Anything else would put the container
+/// into the host's or another pod's namespace: the zygote enters a network namespace as
+/// host root, so the kernel's own checks would not stop that one.
+fn check_joined_namespaces(
+    namespaces: &[LinuxNamespace],
+    host_network: Verdict,
+    ctx: &HardenContext,
+    report: &mut Report,
+) -> Result<(), Refusal> {
+    for ns in namespaces {
+        let Some(path) = ns.path() else { continue };
+        let typ = ns.typ();
+        // The hardener replaces any user namespace with the pod's own.
+        if typ == LinuxNamespaceType::User {
+            continue;
+        }
+        if proc_ns_pid(path, typ).is_some_and(|pid| ctx.pod_pids.contains(&pid)) {
+            continue;
+        }
+        let pinned = path.is_absolute()
+            && !path.starts_with("/proc")
+            && path
+                .components()
+                .all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
+        if typ == LinuxNamespaceType::Network && pinned {
+            if !ctx.netns_path_is_host {
+                continue;
+            }
+            if host_network == Verdict::Deny {
+                return Err(Refusal {
+                    rule: Rule::HostNetwork,
+                    reason: format!("the network namespace at {} is the host's", path.display()),
+                });
+            }
+            report.note("host network namespace (by path) allowed by the profile");
+            continue;
+        }
+        return Err(Refusal {
+            rule: Rule::ForeignNamespace,
+            reason: format!(
+                "the container would join the {typ} namespace at {}, which is not its pod's: \
+                 a container may join only the namespaces of its own pod's containers",
+                path.display()
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// The PID of a `/proc/PID/ns/<file>` path naming a namespace of type `typ`.
+fn proc_ns_pid(path: &Path, typ: LinuxNamespaceType) -> Option<i32> {
+    let file = match typ {
+        LinuxNamespaceType::Network => "net",
+        LinuxNamespaceType::Pid => "pid",
+        LinuxNamespaceType::Ipc => "ipc",
+        LinuxNamespaceType::Uts => "uts",
+        LinuxNamespaceType::Mount => "mnt",
+        LinuxNamespaceType::Cgroup => "cgroup",
+        LinuxNamespaceType::Time => "time",
+        LinuxNamespaceType::User => "user",
+    };
+    let mut parts = path.components();
+    if parts.next() != Some(Component::RootDir)
+        || parts.next() != Some(Component::Normal("proc".as_ref()))
+    {
+        return None;
+    }
+    let pid = match parts.next() {
+        Some(Component::Normal(pid)) => pid.to_str()?.parse::<i32>().ok()?,
+        _ => return None,
+    };
+    let rest: Vec<_> = parts.collect();
+    (rest
+        == [
+            Component::Normal("ns".as_ref()),
+            Component::Normal(file.as_ref()),
+        ]
+        && pid > 0)
+        .then_some(pid)
 }
 
 /// Why a spec looks like a privileged container (CRI `privileged: true`, `ctr

@@ -31,6 +31,8 @@ fn sandbox_ctx() -> HardenContext {
         is_sandbox: true,
         id_range: RANGE,
         pod_userns: None,
+        pod_pids: Vec::new(),
+        netns_path_is_host: false,
     }
 }
 
@@ -41,6 +43,8 @@ fn app_ctx() -> HardenContext {
         is_sandbox: false,
         id_range: RANGE,
         pod_userns: Some("/proc/4242/ns/user".into()),
+        pod_pids: vec![4242],
+        netns_path_is_host: false,
     }
 }
 
@@ -555,4 +559,117 @@ fn foreign_user_namespace_is_replaced_and_sys_made_read_only() {
 fn every_rule_has_a_distinct_name() {
     let names: std::collections::HashSet<_> = Rule::ALL.iter().map(Rule::name).collect();
     assert_eq!(names.len(), Rule::ALL.len());
+}
+
+fn with_namespace_path(mut spec: Spec, typ: LinuxNamespaceType, path: &str) -> Spec {
+    let mut l = spec.linux().clone().unwrap();
+    let mut ns: Vec<LinuxNamespace> = l
+        .namespaces()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|n| n.typ() != typ)
+        .collect();
+    let mut joined = LinuxNamespace::default();
+    joined.set_typ(typ);
+    joined.set_path(Some(path.into()));
+    ns.push(joined);
+    l.set_namespaces(Some(ns));
+    spec.set_linux(Some(l));
+    spec
+}
+
+#[test]
+fn joining_namespaces_of_the_own_pod_is_allowed() {
+    let p = profile("default");
+    // The fixture joins /proc/4242/ns/{ipc,uts,net}: the sandbox's.
+    harden(fixture("cri-container.json"), &p, &app_ctx()).unwrap();
+    // Another container of the pod (kubectl debug --target): its PID namespace.
+    let mut ctx = app_ctx();
+    ctx.pod_pids.push(5000);
+    let spec = with_namespace_path(
+        fixture("cri-container.json"),
+        LinuxNamespaceType::Pid,
+        "/proc/5000/ns/pid",
+    );
+    harden(spec, &p, &ctx).unwrap();
+    // A sandbox's pinned CNI network namespace.
+    let spec = with_namespace_path(
+        fixture("ctr-default.json"),
+        LinuxNamespaceType::Network,
+        "/var/run/netns/cni-1234",
+    );
+    harden(spec, &p, &sandbox_ctx()).unwrap();
+}
+
+#[test]
+fn joining_foreign_namespaces_is_refused_by_name() {
+    let p = profile("default");
+    for (typ, path, ctx) in [
+        // Another pod's (or the host's) processes.
+        (LinuxNamespaceType::Pid, "/proc/777/ns/pid", app_ctx()),
+        (LinuxNamespaceType::Network, "/proc/777/ns/net", app_ctx()),
+        (LinuxNamespaceType::Ipc, "/proc/1/ns/ipc", sandbox_ctx()),
+        (LinuxNamespaceType::Uts, "/proc/self/ns/uts", sandbox_ctx()),
+        // The pod's process, but a namespace file of another type or a crafted path.
+        (LinuxNamespaceType::Pid, "/proc/4242/ns/net", app_ctx()),
+        (
+            LinuxNamespaceType::Pid,
+            "/proc/4242/ns/../ns/pid",
+            app_ctx(),
+        ),
+        (
+            LinuxNamespaceType::Mount,
+            "/proc/4242/ns/mnt",
+            sandbox_ctx(),
+        ),
+        // Only a network namespace may be a pinned file outside /proc.
+        (LinuxNamespaceType::Ipc, "/var/run/ipcns/x", sandbox_ctx()),
+        (
+            LinuxNamespaceType::Network,
+            "/var/run/netns/../../proc/1/ns/net",
+            sandbox_ctx(),
+        ),
+        (LinuxNamespaceType::Network, "netns/relative", sandbox_ctx()),
+    ] {
+        let base = if ctx.is_sandbox {
+            "ctr-default.json"
+        } else {
+            "cri-container.json"
+        };
+        let spec = with_namespace_path(fixture(base), typ, path);
+        match harden(spec, &p, &ctx) {
+            Err(HardenError::Refused(r)) => {
+                assert_eq!(r.rule, Rule::ForeignNamespace, "{path}");
+                assert!(r.to_string().contains(path), "{r}");
+                assert!(r.to_string().contains("foreign-namespace"), "{r}");
+            }
+            other => panic!(
+                "{typ:?} {path}: expected a refusal, got {:?}",
+                other.map(|_| ())
+            ),
+        }
+    }
+}
+
+#[test]
+fn the_hosts_network_namespace_by_path_is_host_network() {
+    let mut p = profile("default");
+    let mut ctx = sandbox_ctx();
+    ctx.netns_path_is_host = true;
+    let spec = with_namespace_path(
+        fixture("ctr-default.json"),
+        LinuxNamespaceType::Network,
+        "/var/run/netns/looks-innocent",
+    );
+    let refusal = match harden(spec.clone(), &p, &ctx) {
+        Err(HardenError::Refused(r)) => r,
+        other => panic!("expected a refusal, got {:?}", other.map(|_| ())),
+    };
+    assert_eq!(refusal.rule, Rule::HostNetwork);
+    assert!(refusal.reason.contains("looks-innocent"), "{refusal}");
+    // A profile that allows the host network allows it by path too.
+    p.policy.host_network = Verdict::Allow;
+    let h = harden(spec, &p, &ctx).unwrap();
+    assert!(h.report.notes.iter().any(|n| n.contains("by path")));
 }
