@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Installs the Debian packages Stockade's tests and demo use, if they are missing.
+# Installs the Debian packages Stockade's tests and demo use, and cargo-fuzz, if missing.
 set -euo pipefail
-packages=(containerd runc umoci busybox-static containernetworking-plugins protobuf-compiler gcc libc6-dev)
+# g++: libFuzzer, which `make fuzz` links, is C++.
+packages=(containerd runc umoci busybox-static containernetworking-plugins protobuf-compiler gcc g++ libc6-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -11,4 +12,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+# cargo-fuzz for `make fuzz` (compiled from crates.io: a few minutes, once).
+CARGO_FUZZ_VERSION=0.13.2
+if command -v cargo >/dev/null 2>&1 && ! cargo fuzz --version >/dev/null 2>&1; then
+  echo "installing: cargo-fuzz $CARGO_FUZZ_VERSION"
+  cargo install cargo-fuzz --version "$CARGO_FUZZ_VERSION" --locked
 fi

@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use stockade_runtime::hardener::{self, HardenContext, HardenError};
 use stockade_runtime::idrange::IdRange;
 use stockade_runtime::namespaces;
-use stockade_runtime::oci_spec::runtime::{LinuxNamespaceType, Spec};
+use stockade_runtime::oci_spec::runtime::LinuxNamespaceType;
 use stockade_runtime::pod::PodIdentity;
 use stockade_runtime::profile::Profile;
 use stockade_runtime::seccomp;
@@ -143,10 +143,7 @@ fn harden(
     json: bool,
 ) -> Result<ExitCode> {
     let profile = Profile::load(profile)?;
-    let text =
-        std::fs::read_to_string(config).with_context(|| format!("reading {}", config.display()))?;
-    let spec: Spec = serde_json::from_str(&text)
-        .with_context(|| format!("{} is not a valid OCI config", config.display()))?;
+    let spec = stockade_runtime::spec::load(config)?;
     let pod = PodIdentity::from_annotations(
         &container_id,
         &spec.annotations().clone().unwrap_or_default(),
@@ -187,7 +184,9 @@ fn harden(
             eprintln!("stockade: {refusal}");
             return Ok(ExitCode::from(EXIT_REFUSED));
         }
-        Err(e) => return Err(e.into()),
+        Err(HardenError::InvalidSpec(problem)) => {
+            anyhow::bail!("invalid spec {}: {problem}", config.display())
+        }
     };
     if json {
         let doc = serde_json::json!({

@@ -68,6 +68,53 @@ fn broken_profile_names_the_key() {
         assert!(err.contains(&format!("key `{key}`")), "{key}: {err}");
         assert!(err.contains("broken.toml"), "{err}");
     }
+    // Absurd values, a syntax error (one line), an unknown capability.
+    for (from, to, key) in [
+        ("memory = \"8Gi\"", "memory = -1", "cgroups.ceilings.memory"),
+        ("pids = 1024", "pids = 0", "cgroups.defaults.pids"),
+        (
+            "ids_per_pod = 65536",
+            "ids_per_pod = 0",
+            "userns.ids_per_pod",
+        ),
+        (
+            "ids_per_pod = 65536",
+            "ids_per_pod = 134217728",
+            "userns.ids_per_pod",
+        ),
+        (
+            "\"CHOWN\",",
+            "\"CHOWN\", \"CAP_FLY\",",
+            "capabilities.allow[1]",
+        ),
+        ("pids = 1024", "pids = \"lots\"", "cgroups.defaults.pids"),
+    ] {
+        assert!(text.contains(from), "{from}");
+        let file = dir.path().join("absurd.toml");
+        std::fs::write(&file, text.replacen(from, to, 1)).unwrap();
+        let out = stockade(&["profile", "check", file.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(2), "{key}");
+        let err = stderr(&out);
+        assert!(
+            err.contains("absurd.toml") && err.contains(&format!("key `{key}`")),
+            "{key}: {err}"
+        );
+    }
+    let file = dir.path().join("syntax.toml");
+    std::fs::write(&file, text.replacen("pids = 1024", "pids = = 1024", 1)).unwrap();
+    let out = stockade(&["profile", "check", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("syntax.toml")
+            && err.contains("(line ")
+            && err.trim_end().lines().count() == 1,
+        "{err:?}"
+    );
+    let out = stockade(&["profile", "check", "/nonexistent/profile.toml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("/nonexistent/profile.toml: cannot read"));
+
     // A seccomp file with an unknown syscall is refused, naming the file.
     let seccomp = dir.path().join("bad-seccomp.json");
     std::fs::write(
@@ -91,6 +138,33 @@ fn broken_profile_names_the_key() {
         err.contains("seccomp.profile") && err.contains("no_such_call"),
         "{err}"
     );
+    // Malformed JSON, an unknown action, conflicting and duplicate rules.
+    for (json, needle) in [
+        (r#"{"defaultAction":"SCMP_ACT_ERRNO","syscalls":["#, "EOF while parsing"),
+        (
+            r#"{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[{"names":["read"],"action":"SCMP_ACT_EXPLODE"}]}"#,
+            "key `syscalls[0].action`: unknown variant `SCMP_ACT_EXPLODE`",
+        ),
+        (
+            r#"{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[{"names":["getcwd"],"action":"SCMP_ACT_ALLOW"},{"names":["getcwd"],"action":"SCMP_ACT_KILL"}]}"#,
+            "`getcwd` has unconditional rules in syscalls[0] (SCMP_ACT_ALLOW) and syscalls[1] (SCMP_ACT_KILL)",
+        ),
+        (
+            r#"{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[{"names":["read","read"],"action":"SCMP_ACT_ALLOW"}]}"#,
+            "syscalls[0] names `read` twice",
+        ),
+    ] {
+        std::fs::write(&seccomp, json).unwrap();
+        let out = stockade(&["profile", "check", file.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(2), "{json}");
+        let err = stderr(&out);
+        assert!(
+            err.contains("key `seccomp.profile`")
+                && err.contains("bad-seccomp.json")
+                && err.contains(needle),
+            "{err:?} lacks {needle:?}"
+        );
+    }
 }
 
 #[test]
@@ -142,5 +216,170 @@ fn malformed_config_is_an_error_naming_the_file() {
         file.to_str().unwrap(),
     ]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("config.json is not a valid OCI config"));
+    let err = stderr(&out);
+    assert!(
+        err.contains("config.json") && err.contains("key `process`: invalid type"),
+        "{err}"
+    );
+}
+
+/// The ctr fixture with `edit` applied to its JSON.
+fn config_with(edit: impl FnOnce(&mut serde_json::Value)) -> serde_json::Value {
+    let text =
+        std::fs::read_to_string(root().join("runtime/tests/fixtures/ctr-default.json")).unwrap();
+    let mut spec: serde_json::Value = serde_json::from_str(&text).unwrap();
+    edit(&mut spec);
+    spec
+}
+
+/// Every malformed or absurd config.json: exit 2, the file and the problem on stderr,
+/// nothing on stdout.
+#[test]
+fn bad_configs_exit_2_naming_the_file_and_the_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let seccomp = |rules: serde_json::Value| {
+        config_with(|s| {
+            s["linux"]["seccomp"] =
+                serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": rules})
+        })
+        .to_string()
+    };
+    let cases: Vec<(&str, String, &[&str])> = vec![
+        (
+            "not-json",
+            "{\"ociVersion\": ".into(),
+            &["EOF while parsing"],
+        ),
+        ("array", "[]".into(), &["not a JSON object"]),
+        (
+            "uid-string",
+            config_with(|s| s["process"]["user"]["uid"] = "root".into()).to_string(),
+            &["key `process.user.uid`", "invalid type"],
+        ),
+        (
+            "period-negative",
+            config_with(|s| {
+                s["linux"]["resources"]["cpu"] = serde_json::json!({"period": -1, "quota": 5})
+            })
+            .to_string(),
+            &["key `linux.resources.cpu.period`", "-1"],
+        ),
+        (
+            "unknown-action",
+            seccomp(serde_json::json!([{"names": ["getpid"], "action": "SCMP_ACT_EXPLODE"}])),
+            &["key `linux.seccomp.syscalls[0].action`", "SCMP_ACT_EXPLODE"],
+        ),
+        (
+            "unknown-syscall",
+            seccomp(serde_json::json!([{"names": ["frobnicate"], "action": "SCMP_ACT_ERRNO"}])),
+            &["linux.seccomp: syscalls[0]", "`frobnicate` is unknown"],
+        ),
+        (
+            "empty-root",
+            config_with(|s| s["root"]["path"] = "".into()).to_string(),
+            &["root.path is empty"],
+        ),
+        (
+            "escaping-root",
+            config_with(|s| s["root"]["path"] = "../../etc".into()).to_string(),
+            &["root.path \"../../etc\"", "`..`"],
+        ),
+        (
+            "no-process",
+            config_with(|s| {
+                s.as_object_mut().unwrap().remove("process");
+            })
+            .to_string(),
+            &["has no `process`"],
+        ),
+    ];
+    for (name, text, needles) in cases {
+        let file = dir.path().join(format!("{name}.json"));
+        std::fs::write(&file, text).unwrap();
+        let out = stockade(&[
+            "harden",
+            "--profile",
+            "profiles/default.toml",
+            file.to_str().unwrap(),
+        ]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{name}: {err}");
+        assert!(out.stdout.is_empty(), "{name}");
+        assert!(err.contains(&format!("{name}.json")), "{name}: {err}");
+        for needle in needles {
+            assert!(err.contains(needle), "{name}: {err:?} lacks {needle:?}");
+        }
+    }
+    // Missing files: the config, the profile.
+    let out = stockade(&[
+        "harden",
+        "--profile",
+        "profiles/default.toml",
+        "/nonexistent/config.json",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("cannot read spec /nonexistent/config.json"),
+        "{}",
+        stderr(&out)
+    );
+    let out = stockade(&[
+        "harden",
+        "--profile",
+        "/nonexistent/profile.toml",
+        "runtime/tests/fixtures/ctr-default.json",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("profile /nonexistent/profile.toml: cannot read"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// Absurd values the hardener replaces rather than refuses: shown in the report.
+#[test]
+fn absurd_limits_and_foreign_id_mappings_are_replaced_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("absurd.json");
+    let spec = config_with(|s| {
+        s["linux"]["resources"]["memory"] = serde_json::json!({"limit": -5});
+        s["linux"]["resources"]["cpu"] = serde_json::json!({"quota": 0, "period": 0});
+        s["linux"]["resources"]["pids"] = serde_json::json!({"limit": -3});
+        s["linux"]["uidMappings"] =
+            serde_json::json!([{"containerID": 0, "hostID": 0, "size": 4294967295u32}]);
+        s["linux"]["gidMappings"] = s["linux"]["uidMappings"].clone();
+    });
+    std::fs::write(&file, spec.to_string()).unwrap();
+    let out = stockade(&[
+        "harden",
+        "--profile",
+        "profiles/default.toml",
+        "--json",
+        file.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let r = &doc["spec"]["linux"]["resources"];
+    assert_eq!(r["memory"]["limit"], 1u64 << 30);
+    assert_eq!(r["cpu"]["period"], 100_000);
+    assert_eq!(r["cpu"]["quota"], 100_000);
+    assert_eq!(r["pids"]["limit"], 1024);
+    assert_eq!(
+        doc["spec"]["linux"]["uidMappings"][0]["hostID"],
+        1_073_741_824u64
+    );
+    assert_eq!(
+        doc["spec"]["linux"]["gidMappings"][0]["hostID"],
+        1_073_741_824u64
+    );
+    let changes = doc["report"]["changes"].to_string();
+    for needle in [
+        "-5 asked",
+        "CPU period 0us",
+        "-3 asked",
+        "mappings replaced",
+    ] {
+        assert!(changes.contains(needle), "{needle}: {changes}");
+    }
 }

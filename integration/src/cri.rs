@@ -136,6 +136,26 @@ impl Cri {
         Ok(resp.image.is_some())
     }
 
+    /// The image's ID (its config digest, `sha256:...`), which CRI also accepts as a
+    /// reference.
+    pub fn image_id(&self, image: &str) -> Result<String> {
+        let mut c = self.images.clone();
+        let resp = self.call(
+            "ImageStatus",
+            c.image_status(ImageStatusRequest {
+                image: Some(ImageSpec {
+                    image: image.to_string(),
+                    ..Default::default()
+                }),
+                verbose: false,
+            }),
+        )?;
+        resp.image
+            .map(|i| i.id)
+            .filter(|id| !id.is_empty())
+            .with_context(|| format!("no image {image}"))
+    }
+
     /// A pod config with a unique uid, a log directory, this instance's cgroup parent
     /// and default (namespaced, unprivileged) security settings.
     pub fn pod_config(&self, name: &str) -> PodSandboxConfig {

@@ -567,19 +567,27 @@ impl IdAllocator {
         };
         let text = serde_json::to_vec_pretty(&state)
             .map_err(|e| self.io("serializing")(io::Error::other(e)))?;
-        let mut file = OpenOptions::new()
+        let written = OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
             .mode(0o600)
             .custom_flags(libc::O_CLOEXEC)
             .open(&tmp)
-            .map_err(self.io("creating the temp file"))?;
-        file.write_all(&text)
-            .and_then(|()| file.sync_all())
-            .map_err(self.io("writing the temp file"))?;
-        drop(file);
-        std::fs::rename(&tmp, &self.path).map_err(self.io("renaming the temp file"))?;
+            .map_err(self.io("creating the temp file"))
+            .and_then(|mut file| {
+                file.write_all(&text)
+                    .and_then(|()| file.sync_all())
+                    .map_err(self.io("writing the temp file"))
+            })
+            .and_then(|()| {
+                std::fs::rename(&tmp, &self.path).map_err(self.io("renaming the temp file"))
+            });
+        if let Err(e) = written {
+            // A full disk must not leave a half-written table behind.
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
         let dir = match self.path.parent() {
             Some(d) if !d.as_os_str().is_empty() => d,
             _ => Path::new("."),

@@ -19,5 +19,6 @@ pub mod pod;
 pub mod profile;
 pub mod rootfs;
 pub mod seccomp;
+pub mod spec;
 pub mod state_dir;
 pub mod userns;

@@ -271,12 +271,20 @@ impl Profile {
             let key = e.path().to_string();
             let key = if key == "." { String::new() } else { key };
             let inner = e.into_inner();
+            // toml's messages may span lines ("invalid string\nexpected `\"`"): one line.
+            let message = inner
+                .message()
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect::<Vec<_>>()
+                .join(": ");
             let problem = match inner.span() {
                 Some(span) => {
                     let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
-                    format!("{} (line {line})", inner.message().trim_end())
+                    format!("{message} (line {line})")
                 }
-                None => inner.message().trim_end().to_string(),
+                None => message,
             };
             err(&key, problem)
         })?;
@@ -414,11 +422,42 @@ fn load_seccomp(
             format!("{} does not compile: {e}", file.display()),
         )
     })?;
+    check_seccomp_duplicates(&profile)
+        .map_err(|problem| err("seccomp.profile", format!("{}: {problem}", file.display())))?;
     Ok(SeccompSettings {
         file,
         profile,
         log_denials: raw.log_denials,
     })
+}
+
+/// The node's default filter is the operator's statement of what containers may call: a
+/// syscall named in two rules without argument conditions is a mistake (a copy-paste, or
+/// two intentions of which only the most restrictive would take effect), as a capability
+/// or path listed twice is. Rules with conditions may share names (moby's `personality`,
+/// an unconditional `ioctl` narrowed by a conditional ERRNO).
+fn check_seccomp_duplicates(profile: &LinuxSeccomp) -> Result<(), String> {
+    let mut first = std::collections::HashMap::new();
+    for (i, rule) in profile.syscalls().iter().flatten().enumerate() {
+        if rule.args().as_ref().is_some_and(|a| !a.is_empty()) {
+            continue;
+        }
+        for name in rule.names() {
+            let Some((j, action)) = first.insert(name.as_str(), (i, rule.action())) else {
+                continue;
+            };
+            return Err(if j == i {
+                format!("syscalls[{i}] names `{name}` twice")
+            } else {
+                format!(
+                    "`{name}` has unconditional rules in syscalls[{j}] ({action}) and \
+                     syscalls[{i}] ({}): keep one",
+                    rule.action()
+                )
+            });
+        }
+    }
+    Ok(())
 }
 
 fn validate_userns(
@@ -443,7 +482,16 @@ fn validate_userns(
             ),
         ));
     }
-    if raw.size < raw.ids_per_pod || raw.size % raw.ids_per_pod != 0 {
+    if raw.size != 0 && raw.ids_per_pod > raw.size {
+        return Err(err(
+            "userns.ids_per_pod",
+            format!(
+                "{} is larger than the whole pool (userns.size {})",
+                raw.ids_per_pod, raw.size
+            ),
+        ));
+    }
+    if raw.size == 0 || raw.size % raw.ids_per_pod != 0 {
         return Err(err(
             "userns.size",
             format!(
@@ -627,6 +675,156 @@ mod tests {
             Some(Capability::SysAdmin)
         );
         assert_eq!(parse_capability("CAP_FLY"), None);
+    }
+
+    /// The shipped default profile with `from` replaced by `to` (and its seccomp file
+    /// absolute, or replaced by `seccomp` written next to it), parsed.
+    fn variant(from: &str, to: &str, seccomp: Option<&str>) -> Result<Profile, ProfileError> {
+        let dir = tempfile::tempdir().unwrap();
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../profiles");
+        let seccomp_file = match seccomp {
+            Some(json) => {
+                let f = dir.path().join("seccomp.json");
+                std::fs::write(&f, json).unwrap();
+                f
+            }
+            None => shipped.join("seccomp/default.json"),
+        };
+        let text = std::fs::read_to_string(shipped.join("default.toml")).unwrap();
+        assert!(text.contains(from), "{from}");
+        let text = text.replacen(from, to, 1).replace(
+            "profile = \"seccomp/default.json\"",
+            &format!("profile = {:?}", seccomp_file),
+        );
+        Profile::parse(&text, &dir.path().join("bad.toml"))
+    }
+
+    #[test]
+    fn absurd_profiles_name_the_key_and_the_problem() {
+        let cases: &[(&str, &str, &str, &str)] = &[
+            ("pids = 1024", "pids = = 1024", "", "(line "),
+            (
+                "pids = 1024",
+                "pids = 1024\nswap = 1",
+                "cgroups.defaults.swap",
+                "unknown field",
+            ),
+            (
+                "pids = 1024",
+                "pids = \"lots\"",
+                "cgroups.defaults.pids",
+                "invalid type",
+            ),
+            (
+                "memory = \"8Gi\"",
+                "memory = -1",
+                "cgroups.ceilings.memory",
+                "below the minimum",
+            ),
+            (
+                "memory = \"8Gi\"",
+                "memory = \"-8Gi\"",
+                "cgroups.ceilings.memory",
+                "not a size",
+            ),
+            (
+                "pids = 8192",
+                "pids = 0",
+                "cgroups.ceilings.pids",
+                "at least 1",
+            ),
+            (
+                "pids = 1024",
+                "pids = 0",
+                "cgroups.defaults.pids",
+                "at least 1",
+            ),
+            (
+                "ids_per_pod = 65536",
+                "ids_per_pod = 0",
+                "userns.ids_per_pod",
+                "too small",
+            ),
+            (
+                "ids_per_pod = 65536",
+                "ids_per_pod = 134217728",
+                "userns.ids_per_pod",
+                "larger than the whole pool",
+            ),
+            (
+                "size = 67108864",
+                "size = 0",
+                "userns.size",
+                "non-zero multiple",
+            ),
+            (
+                "\"CHOWN\",",
+                "\"CHOWN\", \"CAP_FLY\",",
+                "capabilities.allow[1]",
+                "unknown capability \"CAP_FLY\"",
+            ),
+            (
+                "cpu = 2.0",
+                "cpu = -1.0",
+                "cgroups.ceilings.cpu",
+                "not between",
+            ),
+        ];
+        for (from, to, key, problem) in cases {
+            let e = variant(from, to, None).unwrap_err();
+            assert_eq!(e.key, *key, "{to}: {e}");
+            assert!(e.problem.contains(problem), "{to}: {e}");
+            let text = e.to_string();
+            assert!(
+                text.contains("bad.toml") && !text.contains('\n'),
+                "{text:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn broken_seccomp_files_name_the_file_and_the_problem() {
+        let cases: &[(&str, &[&str])] = &[
+            (
+                r#"{"defaultAction":"SCMP_ACT_ERRNO","syscalls":["#,
+                &["seccomp.json", "EOF"],
+            ),
+            (
+                r#"{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[{"names":["read","frobnicate"],"action":"SCMP_ACT_ALLOW"}]}"#,
+                &["seccomp.json", "`frobnicate` is unknown"],
+            ),
+            (
+                r#"{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[{"names":["read"],"action":"SCMP_ACT_EXPLODE"}]}"#,
+                &["seccomp.json", "SCMP_ACT_EXPLODE"],
+            ),
+            (
+                r#"{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[{"names":["read","getcwd"],"action":"SCMP_ACT_ALLOW"},
+                   {"names":["getcwd"],"action":"SCMP_ACT_ERRNO","errnoRet":13}]}"#,
+                &[
+                    "seccomp.json",
+                    "`getcwd`",
+                    "syscalls[0] (SCMP_ACT_ALLOW)",
+                    "syscalls[1] (SCMP_ACT_ERRNO)",
+                ],
+            ),
+            (
+                r#"{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[{"names":["read","read"],"action":"SCMP_ACT_ALLOW"}]}"#,
+                &["seccomp.json", "syscalls[0] names `read` twice"],
+            ),
+        ];
+        for (json, needles) in cases {
+            let e = variant("log_denials = true", "log_denials = true", Some(json)).unwrap_err();
+            assert_eq!(e.key, "seccomp.profile", "{e}");
+            let text = e.to_string();
+            for needle in *needles {
+                assert!(text.contains(needle), "{text:?} lacks {needle:?}");
+            }
+        }
+        // Conditional rules may share a name with an unconditional one.
+        let ok = r#"{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[
+            {"names":["ioctl"],"action":"SCMP_ACT_ALLOW"},
+            {"names":["ioctl"],"action":"SCMP_ACT_ERRNO","args":[{"index":1,"value":21522,"op":"SCMP_CMP_EQ"}]}]}"#;
+        variant("log_denials = true", "log_denials = true", Some(ok)).unwrap();
     }
 
     #[test]

@@ -195,3 +195,27 @@ fn empty_pod_id_is_refused() {
     let a = allocator(dir.path(), 4);
     assert!(matches!(a.allocate(""), Err(IdRangeError::EmptyPodId)));
 }
+
+#[test]
+fn a_full_device_is_a_clear_error_and_leaves_no_temp_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = allocator(dir.path(), 4);
+    a.allocate("pod-a").unwrap();
+    // Writes to the temp file hit /dev/full: ENOSPC, as on a full state directory.
+    let tmp = dir.path().join("state/idranges.json.tmp");
+    std::os::unix::fs::symlink("/dev/full", &tmp).unwrap();
+    let err = a.allocate("pod-b").unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, IdRangeError::Io { .. }), "{err:?}");
+    assert!(
+        msg.contains("idranges.json") && msg.contains("No space left on device"),
+        "{msg}"
+    );
+    assert!(
+        std::fs::symlink_metadata(&tmp).is_err(),
+        "the temp file is left behind"
+    );
+    // The table is as it was: pod-b got nothing, pod-a keeps its range.
+    let table = a.table().unwrap();
+    assert!(table.get("pod-b").is_none() && table.get("pod-a").is_some());
+}

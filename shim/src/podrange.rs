@@ -49,10 +49,11 @@ pub fn release_range(pod: &PodIdentity, profile: &Profile) -> anyhow::Result<()>
 }
 
 /// Give back the range of a deleted sandbox (also from the `delete` action, which only
-/// has the record: the profile it names gives the pool).
-pub fn release(record: &Record) -> anyhow::Result<()> {
+/// has the record: the profile it names gives the pool). Returns the range released, if
+/// the pod held one.
+pub fn release(record: &Record) -> anyhow::Result<Option<IdRange>> {
     if !record.is_sandbox {
-        return Ok(());
+        return Ok(None);
     }
     let profile = Profile::load(Path::new(&record.profile)).with_context(|| {
         format!(
@@ -62,6 +63,5 @@ pub fn release(record: &Record) -> anyhow::Result<()> {
     })?;
     allocator(&profile)?
         .release(&record.sandbox_id)
-        .map_err(|e| anyhow!("releasing the ID range of pod {}: {e}", record.sandbox_id))?;
-    Ok(())
+        .map_err(|e| anyhow!("releasing the ID range of pod {}: {e}", record.sandbox_id))
 }

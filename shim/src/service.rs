@@ -124,6 +124,33 @@ fn open_bundle_to(bundle: &Path, range: IdRange) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("chmod {}: {e}", bundle.display()))
 }
 
+/// An annotation's value in an error: quoted (control characters escaped) and at most 100
+/// characters, however long the value.
+fn quoted(value: &str) -> String {
+    const MAX: usize = 100;
+    match value.char_indices().nth(MAX) {
+        None => format!("{value:?}"),
+        Some((end, _)) => format!("{:?}... ({} bytes)", &value[..end], value.len()),
+    }
+}
+
+/// The container's root must be a directory by now (containerd's rootfs is mounted): said
+/// here, with the path, rather than as libcontainer's "failed to prepare rootfs".
+fn check_root_dir(spec: &Spec, bundle: &Path) -> anyhow::Result<()> {
+    let Some(root) = spec.root() else {
+        return Ok(());
+    };
+    let path = bundle.join(root.path());
+    match std::fs::metadata(&path) {
+        Ok(md) if md.is_dir() => Ok(()),
+        Ok(_) => Err(anyhow::anyhow!(
+            "root.path {}: not a directory",
+            path.display()
+        )),
+        Err(e) => Err(anyhow::anyhow!("root.path {}: {e}", path.display())),
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ProcStatus {
     Created,
@@ -366,7 +393,7 @@ impl Inner {
                 Code::FAILED_PRECONDITION,
                 format!(
                     "the sandbox {} of this pod is not managed by this shim",
-                    pod.sandbox_id
+                    quoted(&pod.sandbox_id)
                 ),
             )
         })?;
@@ -457,7 +484,8 @@ impl Inner {
         }
 
         // Decide: profile, spec, pod, hardening. Nothing on the machine changes yet.
-        let profile_path = state::profile_path(req.options.as_ref());
+        let profile_path = state::profile_path(req.options.as_ref())
+            .map_err(|e| err(Code::INVALID_ARGUMENT, format!("{e:#}")))?;
         let profile = {
             let p = profile_path.clone();
             tokio::task::spawn_blocking(move || Profile::load(&p))
@@ -474,17 +502,32 @@ impl Inner {
         } else {
             &config
         };
-        let spec = Spec::load(source).map_err(|e| {
-            err(
-                Code::INVALID_ARGUMENT,
-                format!("invalid spec {}: {e}", source.display()),
-            )
-        })?;
+        let spec =
+            stockade_runtime::spec::load(source).map_err(|e| err(Code::INVALID_ARGUMENT, e))?;
         let annotations = spec.annotations().clone().unwrap_or_default();
         let pod = PodIdentity::from_annotations(&id, &annotations);
         let pod_userns = self.pod_userns(&pod).await?;
-        let id_range = podrange::range_for(&pod, &profile)
-            .map_err(|e| err(Code::RESOURCE_EXHAUSTED, format!("{e:#}")))?;
+        // Recorded before the sandbox's range is taken: if the shim dies from here on,
+        // `shim delete` finds enough in the bundle to give the range back.
+        let mut record = Record {
+            id: id.clone(),
+            namespace: self.namespace.clone(),
+            sandbox_id: pod.sandbox_id.clone(),
+            is_sandbox: pod.is_sandbox,
+            rootfs_mounted: false,
+            cgroups_path: None,
+            pod_cgroup: None,
+            id_range: None,
+            profile: profile_path.clone(),
+        };
+        record.save(&bundle).map_err(internal)?;
+        let id_range = match podrange::range_for(&pod, &profile) {
+            Ok(range) => range,
+            Err(e) => {
+                let _ = std::fs::remove_file(bundle.join(state::RECORD_FILE));
+                return Err(err(Code::RESOURCE_EXHAUSTED, format!("{e:#}")));
+            }
+        };
         let ctx = HardenContext {
             container_id: id.clone(),
             sandbox_id: pod.sandbox_id.clone(),
@@ -512,12 +555,16 @@ impl Inner {
                 if pod.is_sandbox {
                     let _ = podrange::release_range(&pod, &profile);
                 }
-                let code = match e {
-                    HardenError::Refused(_) => Code::PERMISSION_DENIED,
-                    HardenError::InvalidSpec(_) => Code::INVALID_ARGUMENT,
+                let _ = std::fs::remove_file(bundle.join(state::RECORD_FILE));
+                let (code, message) = match &e {
+                    HardenError::Refused(_) => (Code::PERMISSION_DENIED, e.to_string()),
+                    HardenError::InvalidSpec(problem) => (
+                        Code::INVALID_ARGUMENT,
+                        format!("invalid spec {}: {problem}", source.display()),
+                    ),
                 };
-                tracing::warn!(container = %id, pod = %pod.sandbox_id, error = %e, "refused");
-                return Err(err(code, e));
+                tracing::warn!(container = %id, pod = %pod.sandbox_id, error = %message, "refused");
+                return Err(err(code, message));
             }
         };
         let mut hardened = hardened;
@@ -533,22 +580,14 @@ impl Inner {
             .unwrap_or_default();
 
         // Do: every step below is undone if a later one fails.
-        let mut record = Record {
-            id: id.clone(),
-            namespace: self.namespace.clone(),
-            sandbox_id: pod.sandbox_id.clone(),
-            is_sandbox: pod.is_sandbox,
-            rootfs_mounted: false,
-            cgroups_path: Some(cgroups_path.clone()),
-            pod_cgroup: {
-                let pod_dir = format!("{}/{}", profile.cgroups.parent, pod.sandbox_id);
-                cgroups_path
-                    .starts_with(&format!("{pod_dir}/"))
-                    .then_some(pod_dir)
-            },
-            id_range: Some(id_range),
-            profile: profile_path.clone(),
+        record.cgroups_path = Some(cgroups_path.clone());
+        record.pod_cgroup = {
+            let pod_dir = format!("{}/{}", profile.cgroups.parent, pod.sandbox_id);
+            cgroups_path
+                .starts_with(&format!("{pod_dir}/"))
+                .then_some(pod_dir)
         };
+        record.id_range = Some(id_range);
         let stdio = StdioPaths {
             stdin: req.stdin.clone(),
             stdout: req.stdout.clone(),
@@ -586,6 +625,7 @@ impl Inner {
                 )
                 .await?;
             }
+            check_root_dir(&hardened.spec, &bundle)?;
             open_bundle_to(&bundle, id_range)?;
             binds::stage(&mut hardened.spec, &bundle)?;
             hardened
@@ -689,6 +729,7 @@ impl Inner {
         created: &mut bool,
     ) -> anyhow::Result<(i32, Option<Console>)> {
         if stdio.terminal {
+            let fifos = io::ConsoleIo::open(stdio).await?;
             let socket = ConsoleSocket::new()?;
             let path = socket.path.clone();
             let receive = tokio::spawn(socket.receive_master());
@@ -705,7 +746,7 @@ impl Inner {
             let master = tokio::time::timeout(Duration::from_secs(10), receive)
                 .await
                 .map_err(|_| anyhow::anyhow!("no pty master arrived on the console socket"))??;
-            let console = Console::start(master?, stdio).await?;
+            let console = Console::start(master?, fifos)?;
             Ok((pid, Some(console)))
         } else {
             let (mask, fds) = io::open_direct(stdio).await?;

@@ -5,7 +5,8 @@
 //! server serves too). So Stockade handles `start` itself.
 
 use std::io::{IsTerminal, Read, Write};
-use std::path::PathBuf;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use containerd_shim::{Flags, StartOpts};
@@ -37,7 +38,11 @@ pub fn run(flags: &Flags) -> anyhow::Result<()> {
             .context("reading runtime options from stdin")?;
     }
     let options = Any::parse_from_bytes(&input).ok();
-    let profile = options.as_ref().and_then(state::config_path_from_options);
+    let profile = options
+        .as_ref()
+        .map(state::config_path_from_options)
+        .transpose()?
+        .flatten();
 
     let bundle = if flags.bundle.is_empty() {
         std::env::current_dir().context("current directory")?
@@ -66,9 +71,31 @@ pub fn run(flags: &Flags) -> anyhow::Result<()> {
     let address = runtime
         .block_on(containerd_shim::spawn(opts, &group, vars))
         .map_err(|e| anyhow::anyhow!("starting the shim server: {e}"))?;
+    check_serving(&address, &group)?;
     std::fs::write(bundle.join("address"), &address).context("writing the address file")?;
     let mut out = std::io::stdout();
     out.write_all(address.as_bytes())?;
     out.flush()?;
     Ok(())
+}
+
+/// The server (new, or the pod's running one) must be listening by now. One that died while
+/// starting leaves its socket, and containerd runs no `delete` for a shim whose start
+/// failed: remove the socket here and fail the start.
+fn check_serving(address: &str, group: &str) -> anyhow::Result<()> {
+    let socket = Path::new(address.trim_start_matches("unix://"));
+    match UnixStream::connect(socket) {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            if e.kind() == std::io::ErrorKind::ConnectionRefused {
+                let _ = std::fs::remove_file(socket);
+            }
+            Err(e).with_context(|| {
+                format!(
+                    "the shim server of pod {group} is not serving at {}",
+                    socket.display()
+                )
+            })
+        }
+    }
 }

@@ -93,24 +93,33 @@ impl Record {
 /// runc as `cri.runtimeoptions.v1.Options { type_url = 1, config_path = 2 }`; containerd
 /// hands it to the shim on `start`'s stdin and, when the task has no options of its own,
 /// in CreateTaskRequest.options.
-pub fn config_path_from_options(any: &Any) -> Option<PathBuf> {
+///
+/// Options of that type that cannot be decoded are an error, not "no profile": falling back
+/// to another profile would silently harden with the wrong one.
+pub fn config_path_from_options(any: &Any) -> anyhow::Result<Option<PathBuf>> {
     if !any.type_url.ends_with("runtimeoptions.v1.Options") {
-        return None;
+        return Ok(None);
     }
+    let bad =
+        |what: String| anyhow::anyhow!("runtime options {}: cannot decode: {what}", any.type_url);
     let mut input = CodedInputStream::from_bytes(&any.value);
     let mut found = None;
-    while let Ok(Some(tag)) = input.read_raw_tag_or_eof() {
+    while let Some(tag) = input
+        .read_raw_tag_or_eof()
+        .map_err(|e| bad(e.to_string()))?
+    {
         let (field, wire) = (tag >> 3, tag & 7);
         if field == 2 && wire == 2 {
-            found = input.read_string().ok().filter(|s| !s.is_empty());
+            let path = input
+                .read_string()
+                .map_err(|e| bad(format!("ConfigPath: {e}")))?;
+            found = Some(path).filter(|s| !s.is_empty());
         } else {
-            let Ok(wt) = wire_type(wire) else { break };
-            if input.skip_field(wt).is_err() {
-                break;
-            }
+            let wt = wire_type(wire).map_err(|()| bad(format!("wire type {wire}")))?;
+            input.skip_field(wt).map_err(|e| bad(e.to_string()))?;
         }
     }
-    found.map(PathBuf::from)
+    Ok(found.map(PathBuf::from))
 }
 
 fn wire_type(v: u32) -> Result<containerd_shim_protos::protobuf::rt::WireType, ()> {
@@ -118,12 +127,23 @@ fn wire_type(v: u32) -> Result<containerd_shim_protos::protobuf::rt::WireType, (
 }
 
 /// The profile for a new container: runtime options, then `$STOCKADE_PROFILE`, then the
-/// default path.
-pub fn profile_path(options: Option<&Any>) -> PathBuf {
-    options
-        .and_then(config_path_from_options)
-        .or_else(|| std::env::var_os(PROFILE_ENV).map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_PROFILE))
+/// default path. It must be absolute: the shim runs in the bundle, not where the path was
+/// written.
+pub fn profile_path(options: Option<&Any>) -> anyhow::Result<PathBuf> {
+    let (path, from) = match options.map(config_path_from_options).transpose()?.flatten() {
+        Some(p) => (p, "the runtime options' ConfigPath"),
+        None => match std::env::var_os(PROFILE_ENV) {
+            Some(p) => (PathBuf::from(p), "$STOCKADE_PROFILE"),
+            None => (PathBuf::from(DEFAULT_PROFILE), "the default"),
+        },
+    };
+    if !path.is_absolute() {
+        anyhow::bail!(
+            "profile {} (from {from}) is not an absolute path",
+            path.display()
+        );
+    }
+    Ok(path)
 }
 
 #[cfg(test)]
@@ -142,13 +162,49 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            config_path_from_options(&any),
+            config_path_from_options(&any).unwrap(),
             Some(PathBuf::from("/etc/stockade/strict.toml"))
+        );
+        assert_eq!(
+            profile_path(Some(&any)).unwrap(),
+            PathBuf::from("/etc/stockade/strict.toml")
         );
         let other = Any {
             type_url: "containerd.runc.v1.Options".into(),
             ..any
         };
-        assert_eq!(config_path_from_options(&other), None);
+        assert_eq!(config_path_from_options(&other).unwrap(), None);
+    }
+
+    #[test]
+    fn malformed_runtime_options_are_errors() {
+        let options = |value: Vec<u8>| Any {
+            type_url: "cri.runtimeoptions.v1.Options".into(),
+            value,
+            ..Default::default()
+        };
+        // A string field longer than the message; an invalid wire type; not UTF-8.
+        for value in [
+            vec![0x12, 50, b'/'],
+            vec![0x0f, 1],
+            vec![0x12, 2, 0xff, 0xfe],
+        ] {
+            let e = config_path_from_options(&options(value.clone())).unwrap_err();
+            assert!(
+                format!("{e:#}").contains("runtimeoptions.v1.Options: cannot decode"),
+                "{value:?}: {e:#}"
+            );
+        }
+        // A relative path: relative to the bundle, where the shim runs, not to the operator.
+        let relative = b"profiles/default.toml";
+        let mut value = vec![0x12, relative.len() as u8];
+        value.extend_from_slice(relative);
+        let e = profile_path(Some(&options(value))).unwrap_err().to_string();
+        assert!(
+            e.contains("profiles/default.toml")
+                && e.contains("ConfigPath")
+                && e.contains("not an absolute path"),
+            "{e}"
+        );
     }
 }

@@ -149,9 +149,10 @@ pub fn harden(
     if spec.process().is_none() {
         return Err(HardenError::InvalidSpec("the spec has no `process`".into()));
     }
-    if spec.root().is_none() {
+    let Some(root) = spec.root() else {
         return Err(HardenError::InvalidSpec("the spec has no `root`".into()));
-    }
+    };
+    check_root_path(root.path())?;
     if spec.linux().is_none() {
         return Err(HardenError::InvalidSpec(
             "the spec has no `linux` section".into(),
@@ -201,6 +202,9 @@ pub fn harden(
     // libcontainer without libseccomp would silently ignore this: we install it ourselves.
     let pod_seccomp = linux.seccomp().clone();
     linux.set_seccomp(None);
+    if let Some(pod) = &pod_seccomp {
+        check_pod_seccomp(pod)?;
+    }
     if pod_seccomp.is_some() {
         report.change(
             "seccomp",
@@ -224,6 +228,39 @@ pub fn harden(
         },
         report,
     })
+}
+
+/// `root.path`: absolute, or relative to the bundle without leaving it (containerd writes
+/// `rootfs`).
+fn check_root_path(path: &std::path::Path) -> Result<(), HardenError> {
+    if path.as_os_str().is_empty() {
+        return Err(HardenError::InvalidSpec("root.path is empty".into()));
+    }
+    if path.is_relative()
+        && path
+            .components()
+            .any(|c| c == std::path::Component::ParentDir)
+    {
+        return Err(HardenError::InvalidSpec(format!(
+            "root.path {path:?} is relative and contains `..`: it must stay inside the bundle \
+             (or be absolute)"
+        )));
+    }
+    Ok(())
+}
+
+/// The pod's own seccomp profile must compile before anything is set up for it (it is
+/// compiled again, and installed, in the container's init).
+fn check_pod_seccomp(pod: &LinuxSeccomp) -> Result<(), HardenError> {
+    crate::seccomp::compile(pod).map_err(|e| {
+        let e = e.to_string();
+        let problem = e
+            .strip_prefix("seccomp profile: ")
+            .or_else(|| e.strip_prefix("seccomp: "))
+            .unwrap_or(&e);
+        HardenError::InvalidSpec(format!("linux.seccomp: {problem}"))
+    })?;
+    Ok(())
 }
 
 /// Clamp (or refuse) a resources update the same way `harden` does for Create.
@@ -429,6 +466,19 @@ fn join_user_namespace(
         .size(ctx.id_range.size)
         .build()
         .map_err(|e| HardenError::InvalidSpec(format!("ID mapping: {e}")))?;
+    let foreign = |m: &Option<Vec<crate::oci_spec::runtime::LinuxIdMapping>>| {
+        m.as_ref()
+            .is_some_and(|m| !m.is_empty() && m.as_slice() != [mapping])
+    };
+    if foreign(linux.uid_mappings()) || foreign(linux.gid_mappings()) {
+        report.change(
+            "userns",
+            format!(
+                "the spec's uid/gid mappings replaced by the pod's range (container 0 is host {})",
+                ctx.id_range.first
+            ),
+        );
+    }
     linux.set_uid_mappings(Some(vec![mapping]));
     linux.set_gid_mappings(Some(vec![mapping]));
     Ok(())

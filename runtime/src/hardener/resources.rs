@@ -74,12 +74,13 @@ fn limit_memory(
             )?;
             ceiling
         }
-        _ => {
+        asked => {
             report.change(
                 "cgroups",
                 format!(
-                    "memory limit set to the default {} bytes (none asked)",
-                    cg.defaults.memory_bytes
+                    "memory limit set to the default {} bytes ({})",
+                    cg.defaults.memory_bytes,
+                    no_limit(asked)
                 ),
             );
             cg.defaults.memory_bytes
@@ -156,13 +157,14 @@ fn limit_cpu(
             )?;
             ceiling
         }
-        _ => {
+        asked => {
             let q = quota_for(cg.defaults.cpu_millicores);
             report.change(
                 "cgroups",
                 format!(
-                    "CPU quota set to the default {q}us per {period}us ({} cores; none asked)",
-                    cores(q, period)
+                    "CPU quota set to the default {q}us per {period}us ({} cores; {})",
+                    cores(q, period),
+                    no_limit(asked)
                 ),
             );
             q
@@ -171,6 +173,14 @@ fn limit_cpu(
     cpu.set_period(Some(period));
     cpu.set_quota(Some(quota));
     Ok(cpu)
+}
+
+/// Why a request is no limit: none given, or zero or negative (OCI's -1 is "unlimited").
+fn no_limit(asked: Option<i64>) -> String {
+    match asked {
+        None => "none asked".into(),
+        Some(v) => format!("{v} asked, which is no limit"),
+    }
 }
 
 fn cores(quota: i64, period: u64) -> String {
@@ -194,12 +204,13 @@ fn limit_pids(
             )?;
             ceiling
         }
-        _ => {
+        asked => {
             report.change(
                 "cgroups",
                 format!(
-                    "pids limit set to the default {} (none asked)",
-                    cg.defaults.pids
+                    "pids limit set to the default {} ({})",
+                    cg.defaults.pids,
+                    no_limit((asked != 0).then_some(asked))
                 ),
             );
             cg.defaults.pids

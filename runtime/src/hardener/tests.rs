@@ -673,3 +673,161 @@ fn the_hosts_network_namespace_by_path_is_host_network() {
     let h = harden(spec, &p, &ctx).unwrap();
     assert!(h.report.notes.iter().any(|n| n.contains("by path")));
 }
+
+// ---- bad input: absurd values a pod (or a hand-written config.json) can send ----------
+
+fn with_root(mut spec: Spec, path: &str) -> Spec {
+    let mut root = spec.root().clone().unwrap();
+    root.set_path(path.into());
+    spec.set_root(Some(root));
+    spec
+}
+
+fn invalid(result: Result<Hardened, HardenError>) -> String {
+    match result {
+        Err(HardenError::InvalidSpec(m)) => m,
+        Err(e) => panic!("expected an invalid spec, got {e}"),
+        Ok(_) => panic!("expected an invalid spec, got a hardened spec"),
+    }
+}
+
+#[test]
+fn empty_or_escaping_root_paths_are_invalid() {
+    let p = profile("default");
+    let spec = with_root(fixture("ctr-default.json"), "");
+    assert_eq!(
+        invalid(harden(spec, &p, &sandbox_ctx())),
+        "root.path is empty"
+    );
+    for bad in ["../../../../etc", "rootfs/../../x"] {
+        let spec = with_root(fixture("ctr-default.json"), bad);
+        let m = invalid(harden(spec, &p, &sandbox_ctx()));
+        assert!(m.contains("root.path") && m.contains(bad), "{m}");
+    }
+    for ok in ["rootfs", "/var/lib/images/x/rootfs"] {
+        let spec = with_root(fixture("ctr-default.json"), ok);
+        assert!(harden(spec, &p, &sandbox_ctx()).is_ok(), "{ok}");
+    }
+}
+
+fn with_pod_seccomp(mut spec: Spec, json: serde_json::Value) -> Spec {
+    let mut l = spec.linux().clone().unwrap();
+    l.set_seccomp(Some(serde_json::from_value(json).unwrap()));
+    spec.set_linux(Some(l));
+    spec
+}
+
+#[test]
+fn a_pod_seccomp_profile_that_cannot_compile_is_invalid() {
+    let p = profile("default");
+    let spec = with_pod_seccomp(
+        fixture("cri-container.json"),
+        serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+            {"names": ["getpid"], "action": "SCMP_ACT_ERRNO"},
+            {"names": ["frobnicate"], "action": "SCMP_ACT_ERRNO"}]}),
+    );
+    let m = invalid(harden(spec, &p, &app_ctx()));
+    assert!(
+        m.starts_with("linux.seccomp: syscalls[1]") && m.contains("`frobnicate` is unknown"),
+        "{m}"
+    );
+    let spec = with_pod_seccomp(
+        fixture("cri-container.json"),
+        serde_json::json!({"defaultAction": "SCMP_ACT_NOTIFY"}),
+    );
+    let m = invalid(harden(spec, &p, &app_ctx()));
+    assert!(m.contains("linux.seccomp") && m.contains("NOTIFY"), "{m}");
+}
+
+#[test]
+fn a_pod_seccomp_profile_with_duplicate_syscalls_is_accepted() {
+    // Stacked filters can only narrow, and the most restrictive matching rule wins (see
+    // seccomp's module docs): a syscall named twice, even with conflicting actions, has
+    // one meaning, so a pod's profile is taken as it is.
+    let p = profile("default");
+    let spec = with_pod_seccomp(
+        fixture("cri-container.json"),
+        serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+            {"names": ["getcwd", "getcwd"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13},
+            {"names": ["getcwd"], "action": "SCMP_ACT_ALLOW"}]}),
+    );
+    let h = harden(spec, &p, &app_ctx()).unwrap();
+    assert!(h.seccomp.pod.is_some());
+}
+
+#[test]
+fn uid_and_gid_mappings_of_the_spec_are_replaced_by_the_pods() {
+    let p = profile("default");
+    let mut spec = fixture("ctr-default.json");
+    let mut l = spec.linux().clone().unwrap();
+    let host_root: Vec<crate::oci_spec::runtime::LinuxIdMapping> =
+        serde_json::from_value(serde_json::json!([
+            {"containerID": 0, "hostID": 0, "size": 4_294_967_295u32}
+        ]))
+        .unwrap();
+    l.set_uid_mappings(Some(host_root.clone()));
+    l.set_gid_mappings(Some(host_root));
+    spec.set_linux(Some(l));
+    let ctx = sandbox_ctx();
+    let h = harden(spec, &p, &ctx).unwrap();
+    assert_hardened(&h, &p, &ctx);
+    let l = linux(&h.spec);
+    for m in [l.uid_mappings(), l.gid_mappings()] {
+        let m = m.as_ref().unwrap();
+        assert_eq!(m.len(), 1);
+        assert_eq!((m[0].host_id(), m[0].size()), (RANGE.first, RANGE.size));
+    }
+    assert!(
+        h.report
+            .changes
+            .iter()
+            .any(|c| c.guard == "userns" && c.what.contains("mappings replaced")),
+        "{:?}",
+        h.report.changes
+    );
+}
+
+#[test]
+fn absurd_limits_are_replaced_and_reported() {
+    let p = profile("default");
+    let ctx = sandbox_ctx();
+    // Negative memory, a zero quota with a zero period, negative pids.
+    let mut spec = with_limits(fixture("ctr-default.json"), -5, 0, -3);
+    let mut l = spec.linux().clone().unwrap();
+    let mut r = l.resources().clone().unwrap();
+    let mut cpu = r.cpu().clone().unwrap();
+    cpu.set_period(Some(0));
+    r.set_cpu(Some(cpu));
+    l.set_resources(Some(r));
+    spec.set_linux(Some(l));
+    let h = harden(spec, &p, &ctx).unwrap();
+    assert_hardened(&h, &p, &ctx);
+    let r = resources(&h.spec);
+    assert_eq!(
+        r.memory().unwrap().limit(),
+        Some(p.cgroups.defaults.memory_bytes)
+    );
+    let cpu = r.cpu().clone().unwrap();
+    assert_eq!(cpu.period(), Some(p.cgroups.cpu_period_us));
+    assert_eq!(cpu.quota(), Some(100_000));
+    assert_eq!(r.pids().unwrap().limit(), p.cgroups.defaults.pids);
+    let changes: Vec<&str> = h.report.changes.iter().map(|c| c.what.as_str()).collect();
+    for needle in [
+        "-5 asked, which is no limit",
+        "0 asked, which is no limit",
+        "-3 asked, which is no limit",
+        "CPU period 0us",
+    ] {
+        assert!(
+            changes.iter().any(|c| c.contains(needle)),
+            "{needle}: {changes:?}"
+        );
+    }
+    // 2^62 bytes: the ceiling.
+    let spec = with_limits(fixture("ctr-default.json"), 1 << 62, 100_000, 10);
+    let h = harden(spec, &p, &ctx).unwrap();
+    assert_eq!(
+        resources(&h.spec).memory().unwrap().limit(),
+        Some(p.cgroups.ceilings.memory_bytes)
+    );
+}

@@ -86,9 +86,14 @@ pub enum SeccompError {
         #[source]
         source: std::io::Error,
     },
-    #[error("seccomp profile {path}: invalid OCI LinuxSeccomp JSON: {source}")]
+    #[error(
+        "seccomp profile {path}: invalid OCI LinuxSeccomp JSON: {}{source}",
+        key_prefix(key)
+    )]
     Json {
         path: PathBuf,
+        /// Where in the document (`syscalls[0].action`); empty for the document as a whole.
+        key: String,
         #[source]
         source: serde_json::Error,
     },
@@ -194,19 +199,39 @@ pub fn load_file(path: &Path) -> Result<LinuxSeccomp, SeccompError> {
         path: path.to_path_buf(),
         source,
     })?;
-    let json_error = |source| SeccompError::Json {
-        path: path.to_path_buf(),
-        source,
+    let json_error = |key: String, source| {
+        // `?` stands for a map key that was never read (the document ended early).
+        let key = key.trim_end_matches(".?");
+        SeccompError::Json {
+            path: path.to_path_buf(),
+            key: if key == "." || key == "?" {
+                String::new()
+            } else {
+                key.to_string()
+            },
+            source,
+        }
     };
-    // Typed parse first: its errors carry line and column.
-    let profile: LinuxSeccomp = serde_json::from_str(&text).map_err(json_error)?;
-    let value: serde_json::Value = serde_json::from_str(&text).map_err(json_error)?;
+    // Typed parse first: its errors carry the key, line and column.
+    let profile: LinuxSeccomp =
+        serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(&text))
+            .map_err(|e| json_error(e.path().to_string(), e.into_inner()))?;
+    let value: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| json_error(String::new(), e))?;
     check_keys(&value).map_err(|(location, key)| SeccompError::UnknownKey {
         path: path.to_path_buf(),
         location,
         key,
     })?;
     Ok(profile)
+}
+
+fn key_prefix(key: &str) -> String {
+    if key.is_empty() {
+        String::new()
+    } else {
+        format!("key `{key}`: ")
+    }
 }
 
 /// Refuses keys oci-spec's serde would silently ignore. Returns (location, key).
@@ -270,6 +295,12 @@ impl CompiledFilter {
     /// How many BPF programs the profile became.
     pub fn program_count(&self) -> usize {
         self.programs.len()
+    }
+
+    /// BPF instructions of each program, in install order (each must be 1..=4096 for the
+    /// kernel to take it; the fuzz targets check that every compiled profile keeps to it).
+    pub fn program_lengths(&self) -> Vec<usize> {
+        self.programs.iter().map(|p| p.bpf.len()).collect()
     }
 
     pub fn arch(&self) -> Arch {

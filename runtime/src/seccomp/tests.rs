@@ -658,6 +658,18 @@ fn load_file_errors_name_the_file_and_the_problem() {
         e.contains("wrong.json") && e.contains("SCMP_ACT_DENY"),
         "{e}"
     );
+    let rule = dir.path().join("rule.json");
+    std::fs::write(
+        &rule,
+        r#"{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[{"names":["read"],"action":"SCMP_ACT_ALLOW"},
+            {"names":["getpid"],"action":"SCMP_ACT_EXPLODE"}]}"#,
+    )
+    .unwrap();
+    let e = load_file(&rule).unwrap_err().to_string();
+    assert!(
+        e.contains("rule.json") && e.contains("key `syscalls[1].action`: unknown variant"),
+        "{e}"
+    );
 
     let flag = dir.path().join("flag.json");
     std::fs::write(
