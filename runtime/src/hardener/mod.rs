@@ -180,11 +180,12 @@ pub fn harden(
         &mut report,
     )?;
     linux.set_resources(Some(limited));
-    if !linux
-        .cgroups_path()
-        .as_ref()
-        .is_some_and(|p| p.is_absolute() && !p.to_string_lossy().contains(':'))
-    {
+    if !linux.cgroups_path().as_ref().is_some_and(|p| {
+        p.is_absolute()
+                && !p.to_string_lossy().contains(':')
+                // `..` could climb out of the cgroup parent the path seems to be under.
+                && !p.components().any(|c| c == std::path::Component::ParentDir)
+    }) {
         let path = PathBuf::from(format!(
             "{}/{}/{}",
             profile.cgroups.parent, ctx.sandbox_id, ctx.container_id
@@ -192,7 +193,7 @@ pub fn harden(
         report.change(
             "cgroups",
             format!(
-                "cgroupsPath set to {} (none, or not absolute)",
+                "cgroupsPath set to {} (none, not absolute, or with `..`)",
                 path.display()
             ),
         );

@@ -135,6 +135,27 @@ fn limit_cpu(
         }
         None => cg.cpu_period_us,
     };
+    // Below one core, a short period would give the ceiling (or default) a quota under
+    // CFS's 1 ms minimum, and rounding it up to 1 ms would exceed the ceiling: lengthen the
+    // period until the smaller of the two is at least 1 ms.
+    let smallest = cg
+        .ceilings
+        .cpu_millicores
+        .min(cg.defaults.cpu_millicores)
+        .max(1);
+    let floor = (MIN_CPU_QUOTA_US as u64 * 1000).div_ceil(smallest);
+    let period = if period < floor {
+        let longer = floor.min(*CPU_PERIOD_RANGE_US.end());
+        report.change(
+            "cgroups",
+            format!(
+                "CPU period {period}us is too short for a quota of {smallest} millicores: using {longer}us"
+            ),
+        );
+        longer
+    } else {
+        period
+    };
     // Quotas scale with the period: millicores * period / 1000.
     let quota_for = |millicores: u64| -> i64 {
         i64::try_from(millicores.saturating_mul(period) / 1000)

@@ -831,3 +831,51 @@ fn absurd_limits_are_replaced_and_reported() {
         Some(p.cgroups.ceilings.memory_bytes)
     );
 }
+
+#[test]
+fn a_sub_core_ceiling_holds_at_any_period() {
+    let mut p = profile("default");
+    p.cgroups.ceilings.cpu_millicores = 500;
+    p.cgroups.defaults.cpu_millicores = 250;
+    let ctx = sandbox_ctx();
+    // A 1 ms period: half a core would be a 0.5 ms quota, below CFS's 1 ms minimum.
+    for asked in [Some(1_000), Some(400), None] {
+        let mut spec = fixture("ctr-default.json");
+        let mut l = spec.linux().clone().unwrap();
+        let mut r = l.resources().clone().unwrap_or_default();
+        let mut cpu = r.cpu().clone().unwrap_or_default();
+        cpu.set_period(Some(1_000));
+        cpu.set_quota(asked);
+        r.set_cpu(Some(cpu));
+        l.set_resources(Some(r));
+        spec.set_linux(Some(l));
+        let h = harden(spec, &p, &ctx).unwrap();
+        let cpu = resources(&h.spec).cpu().clone().unwrap();
+        let (quota, period) = (cpu.quota().unwrap(), cpu.period().unwrap());
+        assert!(quota >= 1_000, "{asked:?}: quota {quota}");
+        assert!(
+            quota as u128 * 1000 <= 500 * period as u128,
+            "{asked:?}: {quota}us per {period}us is above half a core"
+        );
+    }
+}
+
+#[test]
+fn a_cgroups_path_that_climbs_out_is_replaced() {
+    let p = profile("default");
+    let ctx = sandbox_ctx();
+    let mut spec = fixture("ctr-default.json");
+    let mut l = spec.linux().clone().unwrap();
+    l.set_cgroups_path(Some("/kubepods/../../../system.slice".into()));
+    spec.set_linux(Some(l));
+    let h = harden(spec, &p, &ctx).unwrap();
+    let path = linux(&h.spec).cgroups_path().clone().unwrap();
+    assert!(
+        !path
+            .components()
+            .any(|c| c == std::path::Component::ParentDir),
+        "{}",
+        path.display()
+    );
+    assert!(path.starts_with(&p.cgroups.parent), "{}", path.display());
+}
