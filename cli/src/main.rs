@@ -14,7 +14,6 @@ use std::process::ExitCode;
 use stockade_runtime::hardener::{self, HardenContext, HardenError};
 use stockade_runtime::idrange::IdRange;
 use stockade_runtime::namespaces;
-use stockade_runtime::oci_spec::runtime::LinuxNamespaceType;
 use stockade_runtime::pod::PodIdentity;
 use stockade_runtime::profile::Profile;
 use stockade_runtime::seccomp;
@@ -154,15 +153,7 @@ fn harden(
         .strip_prefix("/proc")
         .ok()
         .and_then(|rest| rest.iter().next()?.to_str()?.parse::<i32>().ok());
-    let netns_path_is_host = spec
-        .linux()
-        .as_ref()
-        .and_then(|l| l.namespaces().as_ref())
-        .into_iter()
-        .flatten()
-        .filter(|n| n.typ() == LinuxNamespaceType::Network)
-        .filter_map(|n| n.path().as_deref())
-        .any(|p| namespaces::is_own_netns(p).unwrap_or(false));
+    let netns_path_is_host = namespaces::spec_netns_is_host(&spec);
     let ctx = HardenContext {
         container_id,
         sandbox_id: pod.sandbox_id.clone(),

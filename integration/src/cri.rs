@@ -330,6 +330,20 @@ impl Cri {
         Ok(id)
     }
 
+    /// A pod named `name` under `handler` with one running container `app` running `cmd`:
+    /// (pod id, container id).
+    pub fn run_pod_with_app(
+        &self,
+        name: &str,
+        handler: &str,
+        cmd: &[&str],
+    ) -> Result<(String, String)> {
+        let pod_cfg = self.pod_config(name);
+        let pod = self.run_pod_sandbox(&pod_cfg, handler)?;
+        let id = self.run_container(&pod, &self.container_config("app", cmd), &pod_cfg)?;
+        Ok((pod, id))
+    }
+
     pub fn exec_sync(&self, id: &str, cmd: &[&str]) -> Result<ExecResult> {
         let mut c = self.runtime.clone();
         let resp = self.call(

@@ -292,14 +292,8 @@ fn cri_shim_killed_with_running_pod() {
     let c = Containerd::start().unwrap();
     let rt = stockade();
     let cri = c.cri().unwrap();
-    let pod_cfg = cri.pod_config("k9");
-    let pod = cri.run_pod_sandbox(&pod_cfg, rt.cri_handler).unwrap();
-    let id = cri
-        .run_container(
-            &pod,
-            &cri.container_config("app", &["sleep", "600"]),
-            &pod_cfg,
-        )
+    let (pod, id) = cri
+        .run_pod_with_app("k9", rt.cri_handler, &["sleep", "600"])
         .unwrap();
     let (pause, app) = (cri.pod_pid(&pod).unwrap(), cri.container_pid(&id).unwrap());
     let shim = shim_server(&c, &pod);
@@ -618,19 +612,11 @@ fn containerd_restart_with_running_containers() {
     )))
     .unwrap();
     c.wait_task_status("survivor", "RUNNING").unwrap();
-    let (pod, id) = {
-        let cri = c.cri().unwrap();
-        let pod_cfg = cri.pod_config("survivor");
-        let pod = cri.run_pod_sandbox(&pod_cfg, rt.cri_handler).unwrap();
-        let id = cri
-            .run_container(
-                &pod,
-                &cri.container_config("app", &["sleep", "600"]),
-                &pod_cfg,
-            )
-            .unwrap();
-        (pod, id)
-    };
+    let (pod, id) = c
+        .cri()
+        .unwrap()
+        .run_pod_with_app("survivor", rt.cri_handler, &["sleep", "600"])
+        .unwrap();
     let mut shims_before = shim_servers(&c);
     shims_before.sort();
     c.restart().unwrap();

@@ -1,5 +1,6 @@
 //! Facts about namespaces the hardener cannot gather itself (it does no I/O).
 
+use crate::oci_spec::runtime::{LinuxNamespaceType, Spec};
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -15,6 +16,20 @@ pub fn same_namespace(a: &Path, b: &Path) -> io::Result<bool> {
 /// containerd starts in the host's, the host's network namespace).
 pub fn is_own_netns(path: &Path) -> io::Result<bool> {
     same_namespace(path, Path::new("/proc/self/ns/net"))
+}
+
+/// Whether the network namespace path a spec names is the host's, as far as this process
+/// can tell (see [`is_own_netns`]). A path that cannot be read is not the host's: entering
+/// it fails later with its own error.
+pub fn spec_netns_is_host(spec: &Spec) -> bool {
+    spec.linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .into_iter()
+        .flatten()
+        .filter(|n| n.typ() == LinuxNamespaceType::Network)
+        .filter_map(|n| n.path().as_deref())
+        .any(|p| is_own_netns(p).unwrap_or(false))
 }
 
 #[cfg(test)]

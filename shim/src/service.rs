@@ -34,9 +34,7 @@ use stockade_runtime::audit::AuditEvent;
 use stockade_runtime::hardener::{self, HardenContext, HardenError};
 use stockade_runtime::idrange::IdRange;
 use stockade_runtime::node_state;
-use stockade_runtime::oci_spec::runtime::{
-    LinuxNamespaceType, LinuxResources, Process as OciProcess, Spec,
-};
+use stockade_runtime::oci_spec::runtime::{LinuxResources, Process as OciProcess, Spec};
 use stockade_runtime::pod::{PodIdentity, ANNOTATION_IMAGE_NAME};
 use stockade_runtime::profile::Profile;
 use tokio::sync::{watch, Mutex, Notify};
@@ -98,19 +96,6 @@ async fn wait_exec(pid: i32) {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     tracing::warn!(pid, "the process did not exec within 2s of Start");
-}
-
-/// Whether the spec's network namespace path is the host's (the shim runs in it). A path
-/// that cannot be read is not the host's: entering it fails later with its own error.
-fn netns_path_is_host(spec: &Spec) -> bool {
-    spec.linux()
-        .as_ref()
-        .and_then(|l| l.namespaces().as_ref())
-        .into_iter()
-        .flatten()
-        .filter(|n| n.typ() == LinuxNamespaceType::Network)
-        .filter_map(|n| n.path().as_deref())
-        .any(|p| stockade_runtime::namespaces::is_own_netns(p).unwrap_or(false))
 }
 
 /// The container's root (a host ID of the pod's range) must traverse the bundle to reach
@@ -535,7 +520,8 @@ impl Inner {
             id_range,
             pod_userns,
             pod_pids: self.pod_pids(&pod).await,
-            netns_path_is_host: netns_path_is_host(&spec),
+            // The shim runs in the host's network namespace.
+            netns_path_is_host: stockade_runtime::namespaces::spec_netns_is_host(&spec),
         };
         let image = annotations.get(ANNOTATION_IMAGE_NAME).cloned();
         let outcome = hardener::harden(spec, &profile, &ctx);

@@ -550,19 +550,11 @@ pub fn cri_update_resources(rt: &TestRuntime) {
 /// the pod still runs, can be exec'd, stopped and removed.
 pub fn cri_survives_containerd_restart(rt: &TestRuntime) {
     let mut c = start();
-    let (pod, id) = {
-        let cri = c.cri().unwrap();
-        let pod_cfg = cri.pod_config("restart");
-        let pod = cri.run_pod_sandbox(&pod_cfg, rt.cri_handler).unwrap();
-        let id = cri
-            .run_container(
-                &pod,
-                &cri.container_config("app", &["sleep", "600"]),
-                &pod_cfg,
-            )
-            .unwrap();
-        (pod, id)
-    };
+    let (pod, id) = c
+        .cri()
+        .unwrap()
+        .run_pod_with_app("restart", rt.cri_handler, &["sleep", "600"])
+        .unwrap();
     let old = c.pid();
     c.restart().unwrap();
     assert_ne!(c.pid(), old);
