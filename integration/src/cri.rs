@@ -120,10 +120,9 @@ impl Cri {
         self.call("Version", c.version(VersionRequest::default()))
     }
 
-    /// True when the image service knows `image`.
-    pub fn image_present(&self, image: &str) -> Result<bool> {
+    fn image_status(&self, image: &str) -> Result<ImageStatusResponse> {
         let mut c = self.images.clone();
-        let resp = self.call(
+        self.call(
             "ImageStatus",
             c.image_status(ImageStatusRequest {
                 image: Some(ImageSpec {
@@ -132,25 +131,19 @@ impl Cri {
                 }),
                 verbose: false,
             }),
-        )?;
-        Ok(resp.image.is_some())
+        )
+    }
+
+    /// True when the image service knows `image`.
+    pub fn image_present(&self, image: &str) -> Result<bool> {
+        Ok(self.image_status(image)?.image.is_some())
     }
 
     /// The image's ID (its config digest, `sha256:...`), which CRI also accepts as a
     /// reference.
     pub fn image_id(&self, image: &str) -> Result<String> {
-        let mut c = self.images.clone();
-        let resp = self.call(
-            "ImageStatus",
-            c.image_status(ImageStatusRequest {
-                image: Some(ImageSpec {
-                    image: image.to_string(),
-                    ..Default::default()
-                }),
-                verbose: false,
-            }),
-        )?;
-        resp.image
+        self.image_status(image)?
+            .image
             .map(|i| i.id)
             .filter(|id| !id.is_empty())
             .with_context(|| format!("no image {image}"))

@@ -17,6 +17,7 @@ use stockade_integration::containerd::{HANDLER_STOCKADE, STOCKADE_RUNTIME};
 use stockade_integration::exec::{output_with_timeout, wait_for};
 use stockade_integration::hardening::{check_cgroup_limits, parse_id_map};
 use stockade_integration::image::{BUSYBOX_IMAGE, UNTRUSTED_BUSYBOX_IMAGE};
+use stockade_integration::probes::describe;
 use stockade_integration::{paths, teardown, Containerd};
 use stockade_runtime::idrange::IdAllocator;
 
@@ -25,15 +26,6 @@ const GIB: u64 = 1 << 30;
 
 fn start() -> Containerd {
     Containerd::start().expect("starting a private containerd")
-}
-
-fn describe(out: &Output) -> String {
-    format!(
-        "status {}; stdout: {}; stderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 fn stderr(out: &Output) -> String {

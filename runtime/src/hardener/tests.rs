@@ -561,15 +561,10 @@ fn every_rule_has_a_distinct_name() {
     assert_eq!(names.len(), Rule::ALL.len());
 }
 
-fn with_namespace_path(mut spec: Spec, typ: LinuxNamespaceType, path: &str) -> Spec {
+fn with_namespace_path(spec: Spec, typ: LinuxNamespaceType, path: &str) -> Spec {
+    let mut spec = without_namespace(spec, typ);
     let mut l = spec.linux().clone().unwrap();
-    let mut ns: Vec<LinuxNamespace> = l
-        .namespaces()
-        .clone()
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|n| n.typ() != typ)
-        .collect();
+    let mut ns = l.namespaces().clone().unwrap_or_default();
     let mut joined = LinuxNamespace::default();
     joined.set_typ(typ);
     joined.set_path(Some(path.into()));
