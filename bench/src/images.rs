@@ -6,7 +6,7 @@
 use anyhow::{bail, Context, Result};
 use serde_json::json;
 use std::path::Path;
-use stockade_integration::image::{tar_header, write_oci_archive, OciImage};
+use stockade_integration::image::{write_oci_archive, Layer, OciImage};
 
 pub const LOAD_IMAGE: &str = "registry.k8s.io/stockade-bench/load:latest";
 const BUSYBOX: &str = "/bin/busybox";
@@ -21,59 +21,10 @@ pub fn files_image(files: usize) -> String {
     format!("registry.k8s.io/stockade-bench/files-{files}:latest")
 }
 
-struct Layer {
-    builder: tar::Builder<Vec<u8>>,
-}
-
-impl Layer {
-    fn new() -> Layer {
-        Layer {
-            builder: tar::Builder::new(Vec::new()),
-        }
-    }
-    fn dir(&mut self, path: &str, mode: u32) -> Result<()> {
-        let mut h = tar_header(tar::EntryType::Directory, mode, 0);
-        self.builder
-            .append_data(&mut h, format!("{path}/"), std::io::empty())
-            .with_context(|| format!("adding {path}/"))
-    }
-    fn file(&mut self, path: &str, mode: u32, bytes: &[u8]) -> Result<()> {
-        let mut h = tar_header(tar::EntryType::Regular, mode, bytes.len() as u64);
-        self.builder
-            .append_data(&mut h, path, bytes)
-            .with_context(|| format!("adding {path}"))
-    }
-    fn symlink(&mut self, path: &str, target: &str) -> Result<()> {
-        let mut h = tar_header(tar::EntryType::Symlink, 0o777, 0);
-        self.builder
-            .append_link(&mut h, path, target)
-            .with_context(|| format!("adding {path}"))
-    }
-    fn finish(self) -> Result<Vec<u8>> {
-        self.builder.into_inner().context("finishing a layer")
-    }
-}
-
 /// Directories, busybox with sh/sleep/true/ls, passwd and group: [`BASE_FILES`] files.
 fn base_layer(busybox: &[u8]) -> Result<Layer> {
-    let mut l = Layer::new();
-    for (dir, mode) in [
-        ("bin", 0o755),
-        ("dev", 0o755),
-        ("etc", 0o755),
-        ("proc", 0o555),
-        ("sys", 0o555),
-        ("root", 0o700),
-        ("run", 0o755),
-        ("tmp", 0o1777),
-        ("bench-work", 0o755),
-    ] {
-        l.dir(dir, mode)?;
-    }
-    l.file("bin/busybox", 0o755, busybox)?;
-    for applet in ["sh", "sleep", "true", "ls"] {
-        l.symlink(&format!("bin/{applet}"), "busybox")?;
-    }
+    let mut l = Layer::with_busybox(busybox, Some(&["sh", "sleep", "true", "ls"]))?;
+    l.dir("bench-work", 0o755)?;
     l.file(
         "etc/passwd",
         0o644,

@@ -77,12 +77,14 @@ fn frame(out: &mut String, title: &str, subtitle: &str, height: f64) {
     );
 }
 
-fn x_axis(out: &mut String, max: f64, unit: &str) {
-    let (pw, ph) = (W - LEFT - RIGHT, H - TOP - BOTTOM);
+/// Ticks, grid lines and the unit of an x axis from 0 to `max`, for a plot area starting
+/// at `left` in a chart `height` high.
+fn x_axis(out: &mut String, max: f64, unit: &str, left: f64, height: f64) {
+    let (pw, ph) = (W - left - RIGHT, height - TOP - BOTTOM);
     let step = tick_step(max, 6.0);
     let mut v = 0.0;
     while v <= max * 1.0001 {
-        let x = LEFT + v / max * pw;
+        let x = left + v / max * pw;
         let _ = writeln!(
             out,
             r##"<line x1="{x:.1}" y1="{TOP}" x2="{x:.1}" y2="{:.1}" stroke="#eee"/><text x="{x:.1}" y="{:.1}" text-anchor="middle">{}</text>"##,
@@ -95,8 +97,8 @@ fn x_axis(out: &mut String, max: f64, unit: &str) {
     let _ = writeln!(
         out,
         r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
-        LEFT + pw / 2.0,
-        H - 14.0,
+        left + pw / 2.0,
+        height - 14.0,
         esc(unit)
     );
 }
@@ -167,7 +169,7 @@ pub fn ecdf(
             y + 4.0
         );
     }
-    x_axis(&mut out, xmax, unit);
+    x_axis(&mut out, xmax, unit, LEFT, H);
     for (x, label) in marks {
         let px = LEFT + x / xmax * pw;
         let _ = writeln!(
@@ -240,26 +242,7 @@ pub fn bars(
     let left = (longest as f64 * 7.0 + 16.0).max(LEFT);
     let pw = W - left - RIGHT;
     let ph = height - TOP - BOTTOM;
-    let step = tick_step(max, 6.0);
-    let mut v = 0.0;
-    while v <= max * 1.0001 {
-        let x = left + v / max * pw;
-        let _ = writeln!(
-            out,
-            r##"<line x1="{x:.1}" y1="{TOP}" x2="{x:.1}" y2="{:.1}" stroke="#eee"/><text x="{x:.1}" y="{:.1}" text-anchor="middle">{}</text>"##,
-            TOP + ph,
-            TOP + ph + 16.0,
-            fmt_tick(v)
-        );
-        v += step;
-    }
-    let _ = writeln!(
-        out,
-        r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
-        left + pw / 2.0,
-        height - 14.0,
-        esc(unit)
-    );
+    x_axis(&mut out, max, unit, left, height);
     for (i, (label, runtime, med, lo, hi)) in stats.iter().enumerate() {
         let y = TOP + i as f64 * row_h + 4.0;
         let h = row_h - 8.0;

@@ -108,47 +108,98 @@ pub fn tar_header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
     h
 }
 
-/// The single layer: /bin/busybox, a symlink per applet, a minimal /etc.
-fn build_layer() -> Result<Vec<u8>> {
-    let busybox = std::fs::read(BUSYBOX_HOST_PATH)
-        .with_context(|| format!("reading {BUSYBOX_HOST_PATH} (apt-get install busybox-static)"))?;
-    if !is_static_elf(&busybox) {
-        bail!("{BUSYBOX_HOST_PATH} is not statically linked: apt-get install busybox-static");
+/// The directories every test and bench image has at its root.
+const ROOT_DIRS: [(&str, u32); 9] = [
+    ("bin", 0o755),
+    ("dev", 0o755),
+    ("etc", 0o755),
+    ("proc", 0o555),
+    ("sys", 0o555),
+    ("root", 0o700),
+    ("run", 0o755),
+    ("var", 0o755),
+    ("tmp", 0o1777),
+];
+
+/// A single image layer (a tar) being written; entries get [`tar_header`]'s fixed owner
+/// and mtime.
+pub struct Layer {
+    builder: tar::Builder<Vec<u8>>,
+}
+
+impl Layer {
+    /// A layer with the root directories and `/bin/busybox` (read from the host), linked
+    /// as each of `applets` (None: every applet the host's busybox lists).
+    pub fn busybox(applets: Option<&[&str]>) -> Result<Layer> {
+        let busybox = std::fs::read(BUSYBOX_HOST_PATH).with_context(|| {
+            format!("reading {BUSYBOX_HOST_PATH} (apt-get install busybox-static)")
+        })?;
+        if !is_static_elf(&busybox) {
+            bail!("{BUSYBOX_HOST_PATH} is not statically linked: apt-get install busybox-static");
+        }
+        Layer::with_busybox(&busybox, applets)
     }
-    let mut builder = tar::Builder::new(Vec::new());
-    for (dir, mode) in [
-        ("bin", 0o755),
-        ("dev", 0o755),
-        ("etc", 0o755),
-        ("proc", 0o555),
-        ("sys", 0o555),
-        ("root", 0o700),
-        ("run", 0o755),
-        ("var", 0o755),
-        ("tmp", 0o1777),
-    ] {
+
+    /// [`Layer::busybox`] with the given busybox binary.
+    pub fn with_busybox(busybox: &[u8], applets: Option<&[&str]>) -> Result<Layer> {
+        let mut l = Layer {
+            builder: tar::Builder::new(Vec::new()),
+        };
+        for (dir, mode) in ROOT_DIRS {
+            l.dir(dir, mode)?;
+        }
+        l.file("bin/busybox", 0o755, busybox)?;
+        let listed;
+        let applets: Vec<&str> = match applets {
+            Some(a) => a.to_vec(),
+            None => {
+                listed = busybox_applets()?;
+                listed.iter().map(String::as_str).collect()
+            }
+        };
+        for applet in applets {
+            l.symlink(&format!("bin/{applet}"), "busybox")?;
+        }
+        Ok(l)
+    }
+
+    pub fn dir(&mut self, path: &str, mode: u32) -> Result<()> {
         let mut h = tar_header(tar::EntryType::Directory, mode, 0);
-        builder.append_data(&mut h, format!("{dir}/"), std::io::empty())?;
+        self.builder
+            .append_data(&mut h, format!("{path}/"), std::io::empty())
+            .with_context(|| format!("adding {path}/"))
     }
-    let mut h = tar_header(tar::EntryType::Regular, 0o755, busybox.len() as u64);
-    builder.append_data(&mut h, "bin/busybox", busybox.as_slice())?;
-    for applet in busybox_applets()? {
+
+    pub fn file(&mut self, path: &str, mode: u32, bytes: &[u8]) -> Result<()> {
+        let mut h = tar_header(tar::EntryType::Regular, mode, bytes.len() as u64);
+        self.builder
+            .append_data(&mut h, path, bytes)
+            .with_context(|| format!("adding {path}"))
+    }
+
+    pub fn symlink(&mut self, path: &str, target: impl AsRef<Path>) -> Result<()> {
         let mut h = tar_header(tar::EntryType::Symlink, 0o777, 0);
-        builder.append_link(&mut h, format!("bin/{applet}"), "busybox")?;
+        self.builder
+            .append_link(&mut h, path, target)
+            .with_context(|| format!("adding {path}"))
     }
-    let files: [(&str, &str); 3] = [
-        (
-            "etc/passwd",
-            "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
-        ),
-        ("etc/group", "root:x:0:\nnogroup:x:65534:\n"),
-        ("etc/hostname", "stockade-test\n"),
-    ];
-    for (path, content) in files {
-        let mut h = tar_header(tar::EntryType::Regular, 0o644, content.len() as u64);
-        builder.append_data(&mut h, path, content.as_bytes())?;
+
+    pub fn finish(self) -> Result<Vec<u8>> {
+        self.builder.into_inner().context("finishing a layer")
     }
-    builder.into_inner().context("finishing the layer tar")
+}
+
+/// The test image's layer: busybox with every applet, a minimal /etc.
+fn build_layer() -> Result<Vec<u8>> {
+    let mut l = Layer::busybox(None)?;
+    l.file(
+        "etc/passwd",
+        0o644,
+        b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
+    )?;
+    l.file("etc/group", 0o644, b"root:x:0:\nnogroup:x:65534:\n")?;
+    l.file("etc/hostname", 0o644, b"stockade-test\n")?;
+    l.finish()
 }
 
 fn image_config(layer_diff_id: &str, process: &serde_json::Value) -> Blob {

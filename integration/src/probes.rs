@@ -4,7 +4,7 @@
 //! that stopped each attempt).
 
 use crate::containerd::{Containerd, CRI_NAMESPACE};
-use crate::image::{tar_header, write_oci_archive, OciImage};
+use crate::image::{write_oci_archive, Layer, OciImage};
 use crate::paths;
 use crate::runtimes::TestRuntime;
 use anyhow::{bail, Context, Result};
@@ -18,8 +18,6 @@ use std::process::{Command, Output};
 pub const PROBE_IMAGE: &str = "registry.k8s.io/stockade-test/probe:latest";
 /// The same content from a registry no profile allows.
 pub const EVIL_IMAGE: &str = "evil.example.com/busybox:latest";
-
-const BUSYBOX: &str = "/bin/busybox";
 
 /// What one probe attempt printed: `PROBE <name> <outcome> <detail>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,80 +106,20 @@ pub fn build_probe(dir: &Path) -> Result<PathBuf> {
     Ok(out)
 }
 
-fn applets() -> Result<Vec<String>> {
-    let out = Command::new(BUSYBOX)
-        .arg("--list")
-        .output()
-        .with_context(|| format!("running {BUSYBOX} --list (apt-get install busybox-static)"))?;
-    Ok(String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::trim)
-        .filter(|a| !a.is_empty() && *a != "busybox" && !a.contains('/'))
-        .map(str::to_string)
-        .collect())
-}
-
 /// The probe image's single layer. `/dev/null` points at `devnull_target`, a host path.
 fn probe_layer(probe: &[u8], devnull_target: &Path) -> Result<Vec<u8>> {
-    let busybox = std::fs::read(BUSYBOX).with_context(|| format!("reading {BUSYBOX}"))?;
-    let mut b = tar::Builder::new(Vec::new());
-    for (dir, mode) in [
-        ("bin", 0o755),
-        ("dev", 0o755),
-        ("etc", 0o755),
-        ("proc", 0o555),
-        ("sys", 0o555),
-        ("root", 0o700),
-        ("tmp", 0o1777),
-    ] {
-        b.append_data(
-            &mut tar_header(tar::EntryType::Directory, mode, 0),
-            format!("{dir}/"),
-            std::io::empty(),
-        )?;
-    }
-    b.append_data(
-        &mut tar_header(tar::EntryType::Regular, 0o755, busybox.len() as u64),
-        "bin/busybox",
-        busybox.as_slice(),
-    )?;
-    for applet in applets()? {
-        b.append_link(
-            &mut tar_header(tar::EntryType::Symlink, 0o777, 0),
-            format!("bin/{applet}"),
-            "busybox",
-        )?;
-    }
-    b.append_data(
-        &mut tar_header(tar::EntryType::Regular, 0o755, probe.len() as u64),
-        "probe",
-        probe,
-    )?;
+    let mut l = Layer::busybox(None)?;
+    l.file("probe", 0o755, probe)?;
     // setuid root: under no_new_privs exec must not raise the euid.
-    b.append_data(
-        &mut tar_header(tar::EntryType::Regular, 0o4755, probe.len() as u64),
-        "probe-suid",
-        probe,
+    l.file("probe-suid", 0o4755, probe)?;
+    l.symlink("dev/null", devnull_target)?;
+    l.file(
+        "etc/passwd",
+        0o644,
+        b"root:x:0:0:root:/root:/bin/sh\nprobe:x:1000:1000::/tmp:/bin/sh\n",
     )?;
-    b.append_link(
-        &mut tar_header(tar::EntryType::Symlink, 0o777, 0),
-        "dev/null",
-        devnull_target,
-    )?;
-    for (path, content) in [
-        (
-            "etc/passwd",
-            "root:x:0:0:root:/root:/bin/sh\nprobe:x:1000:1000::/tmp:/bin/sh\n",
-        ),
-        ("etc/group", "root:x:0:\nprobe:x:1000:\n"),
-    ] {
-        b.append_data(
-            &mut tar_header(tar::EntryType::Regular, 0o644, content.len() as u64),
-            path,
-            content.as_bytes(),
-        )?;
-    }
-    b.into_inner().context("finishing the probe layer")
+    l.file("etc/group", 0o644, b"root:x:0:\nprobe:x:1000:\n")?;
+    l.finish()
 }
 
 /// Write an OCI archive holding [`PROBE_IMAGE`] and [`EVIL_IMAGE`] (distinct configs:

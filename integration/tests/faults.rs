@@ -685,10 +685,8 @@ fn cri_twenty_pods_at_once() {
                 let handler = rt.cri_handler;
                 s.spawn(move || {
                     let t = Instant::now();
-                    let pod_cfg = cri.pod_config(&format!("many-{n}"));
-                    let pod = cri.run_pod_sandbox(&pod_cfg, handler)?;
-                    let cfg = cri.container_config("app", &["sleep", "600"]);
-                    let id = cri.run_container(&pod, &cfg, &pod_cfg)?;
+                    let (pod, id) =
+                        cri.run_pod_with_app(&format!("many-{n}"), handler, &["sleep", "600"])?;
                     let took = t.elapsed();
                     let pid = cri.container_pid(&id)?;
                     let map = std::fs::read_to_string(format!("/proc/{pid}/uid_map"))?;

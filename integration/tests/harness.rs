@@ -33,14 +33,9 @@ fn panic_with_containers_running(kill_containerd_first: bool) {
         .unwrap();
         c.ctr_ok(&["tasks", "pause", "left"]).unwrap();
         let cri = c.cri().unwrap();
-        let pod_cfg = cri.pod_config("left");
-        let pod = cri.run_pod_sandbox(&pod_cfg, HANDLER_RUNC).unwrap();
-        cri.run_container(
-            &pod,
-            &cri.container_config("app", &["sleep", "600"]),
-            &pod_cfg,
-        )
-        .unwrap();
+        let (pod, _) = cri
+            .run_pod_with_app("left", HANDLER_RUNC, &["sleep", "600"])
+            .unwrap();
         let netns = cri.pod_netns(&pod).unwrap().unwrap();
         let shims: Vec<i32> = teardown::instance_processes(&c.dir.display().to_string(), &[])
             .iter()

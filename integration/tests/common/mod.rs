@@ -452,20 +452,14 @@ pub fn cri_pod_shares_namespaces(rt: &TestRuntime) {
     let cri = c.cri().unwrap();
     let pod_cfg = cri.pod_config("shared");
     let pod = cri.run_pod_sandbox(&pod_cfg, rt.cri_handler).unwrap();
-    let a = cri
-        .run_container(
+    let [a, b] = ["a", "b"].map(|name| {
+        cri.run_container(
             &pod,
-            &cri.container_config("a", &["sleep", "600"]),
+            &cri.container_config(name, &["sleep", "600"]),
             &pod_cfg,
         )
-        .unwrap();
-    let b = cri
-        .run_container(
-            &pod,
-            &cri.container_config("b", &["sleep", "600"]),
-            &pod_cfg,
-        )
-        .unwrap();
+        .unwrap()
+    });
     let (la, lb) = (ns_links(&cri, &a), ns_links(&cri, &b));
     assert_eq!(
         la, lb,
@@ -509,14 +503,8 @@ pub fn cri_pod_shares_namespaces(rt: &TestRuntime) {
 pub fn cri_update_resources(rt: &TestRuntime) {
     let c = start();
     let cri = c.cri().unwrap();
-    let pod_cfg = cri.pod_config("update");
-    let pod = cri.run_pod_sandbox(&pod_cfg, rt.cri_handler).unwrap();
-    let id = cri
-        .run_container(
-            &pod,
-            &cri.container_config("app", &["sleep", "600"]),
-            &pod_cfg,
-        )
+    let (pod, id) = cri
+        .run_pod_with_app("update", rt.cri_handler, &["sleep", "600"])
         .unwrap();
     let pid = cri.container_pid(&id).unwrap();
     let memory = 200 * 1024 * 1024;
@@ -686,14 +674,8 @@ pub fn cri_pods_get_distinct_id_ranges(rt: &TestRuntime) {
     let mut ranges = Vec::new();
     let mut pods = Vec::new();
     for name in ["range-a", "range-b"] {
-        let pod_cfg = cri.pod_config(name);
-        let pod = cri.run_pod_sandbox(&pod_cfg, rt.cri_handler).unwrap();
-        let id = cri
-            .run_container(
-                &pod,
-                &cri.container_config("app", &["sleep", "600"]),
-                &pod_cfg,
-            )
+        let (pod, id) = cri
+            .run_pod_with_app(name, rt.cri_handler, &["sleep", "600"])
             .unwrap();
         ranges.push(host_root_uid(&cri, &id));
         pods.push(pod);

@@ -17,6 +17,7 @@ pub mod exposition;
 pub mod http;
 pub mod seccomp_log;
 pub mod sources;
+pub mod tail;
 pub mod trail;
 
 use crate::profile::IdPoolSettings;

@@ -12,10 +12,11 @@
 //! pids that may have been reused since.
 
 use super::seccomp_log::{self, SeccompRecord, AUDIT_SECCOMP};
+use super::tail::LineTail;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
 use std::time::Duration;
 
 /// How long a read may block, so the reader notices a shutdown.
@@ -237,56 +238,22 @@ fn wait_readable(file: &std::fs::File, timeout: Duration) -> std::io::Result<boo
 
 /// A log file (auditd's) followed from its end; a rotated file is read from its start.
 pub struct FileTail {
-    path: PathBuf,
-    file: Option<(std::fs::File, u64)>,
-    offset: u64,
-    partial: Vec<u8>,
+    lines: LineTail,
 }
 
 impl FileTail {
     pub fn open(path: &Path) -> std::io::Result<FileTail> {
-        let file = std::fs::File::open(path)?;
-        let meta = file.metadata()?;
         Ok(FileTail {
-            path: path.to_path_buf(),
-            offset: meta.len(),
-            file: Some((file, meta.ino())),
-            partial: Vec::new(),
+            lines: LineTail::from_end(path)?,
         })
     }
 
     fn read_new(&mut self, batch: &mut Batch) -> std::io::Result<()> {
-        let meta = match std::fs::metadata(&self.path) {
-            Ok(m) => m,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(e),
-        };
-        let rotated = self
-            .file
-            .as_ref()
-            .is_none_or(|(_, ino)| *ino != meta.ino() || meta.len() < self.offset);
-        if rotated {
-            self.file = Some((std::fs::File::open(&self.path)?, meta.ino()));
-            self.offset = 0;
-            self.partial.clear();
-        }
-        let Some((file, _)) = self.file.as_mut() else {
-            return Ok(());
-        };
-        file.seek(SeekFrom::Start(self.offset))?;
-        let mut buf = Vec::new();
-        file.read_to_end(&mut buf)?;
-        self.offset += buf.len() as u64;
-        self.partial.extend_from_slice(&buf);
-        if let Some(end) = self.partial.iter().rposition(|b| *b == b'\n') {
-            let complete: Vec<u8> = self.partial.drain(..=end).collect();
-            for line in complete.split(|b| *b == b'\n') {
-                if let Some(r) = seccomp_log::parse_line(&String::from_utf8_lossy(line)) {
-                    batch.records.push(r);
-                }
+        self.lines.poll(|line| {
+            if let Some(r) = seccomp_log::parse_line(line) {
+                batch.records.push(r);
             }
-        }
-        Ok(())
+        })
     }
 }
 
@@ -301,7 +268,7 @@ impl RecordSource for FileTail {
     }
 
     fn describe(&self) -> String {
-        format!("the audit log {}", self.path.display())
+        format!("the audit log {}", self.lines.path().display())
     }
 }
 

@@ -1,11 +1,10 @@
 //! Following Stockade's audit trail (JSON lines written by [`crate::audit::AuditLog`]) and
 //! counting decisions and refusals by rule.
 
+use super::tail::LineTail;
 use crate::audit::{AuditKind, AuditLine};
 use std::collections::BTreeMap;
-use std::io::{Read, Seek, SeekFrom};
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Counts read from audit trails.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -44,78 +43,27 @@ impl TrailCounts {
     }
 }
 
-/// Reads a trail from its start and then whatever is appended; follows rotation (a new
-/// file at the path, or the file truncated) by reading the new file from its start.
+/// Reads a trail from its start and then whatever is appended (rotation followed).
 #[derive(Debug)]
 pub struct TrailTail {
-    path: PathBuf,
-    file: Option<(std::fs::File, u64)>,
-    offset: u64,
-    partial: Vec<u8>,
+    lines: LineTail,
 }
 
 impl TrailTail {
     pub fn new(path: &Path) -> Self {
         TrailTail {
-            path: path.to_path_buf(),
-            file: None,
-            offset: 0,
-            partial: Vec::new(),
+            lines: LineTail::from_start(path),
         }
     }
 
     pub fn path(&self) -> &Path {
-        &self.path
+        self.lines.path()
     }
 
     /// Counts every complete line appended since the last poll. A missing file is not an
     /// error (nothing was decided yet).
     pub fn poll(&mut self, counts: &mut TrailCounts) -> std::io::Result<()> {
-        let meta = match std::fs::metadata(&self.path) {
-            Ok(m) => m,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(e),
-        };
-        let rotated = match &self.file {
-            Some((_, inode)) => *inode != meta.ino() || meta.len() < self.offset,
-            None => true,
-        };
-        if rotated {
-            if let Some((mut old, _)) = self.file.take() {
-                // Finish the old file first: lines written before the rename still count.
-                let _ = self.read_from(&mut old, counts);
-            }
-            let file = std::fs::File::open(&self.path)?;
-            self.file = Some((file, meta.ino()));
-            self.offset = 0;
-            self.partial.clear();
-        }
-        if let Some((mut file, inode)) = self.file.take() {
-            let result = self.read_from(&mut file, counts);
-            self.file = Some((file, inode));
-            result?;
-        }
-        Ok(())
-    }
-
-    fn read_from(
-        &mut self,
-        file: &mut std::fs::File,
-        counts: &mut TrailCounts,
-    ) -> std::io::Result<()> {
-        file.seek(SeekFrom::Start(self.offset))?;
-        let mut buf = Vec::new();
-        file.read_to_end(&mut buf)?;
-        self.offset += buf.len() as u64;
-        self.partial.extend_from_slice(&buf);
-        // Only complete lines: a line being written has no newline yet.
-        if let Some(end) = self.partial.iter().rposition(|b| *b == b'\n') {
-            let complete: Vec<u8> = self.partial.drain(..=end).collect();
-            for line in complete.split(|b| *b == b'\n') {
-                counts.count_line(&String::from_utf8_lossy(line));
-            }
-        }
-        Ok(())
+        self.lines.poll(|line| counts.count_line(line))
     }
 }
 
