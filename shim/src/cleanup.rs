@@ -18,6 +18,33 @@ use nix::unistd::Pid;
 use crate::state::{self, Record};
 use crate::{binds, cgroups, container, podrange};
 
+/// Undo what Create recorded in `record`, after libcontainer's own delete: sweep the
+/// container's cgroup, remove the pod's cgroup, give back the pod's ID range, remove the
+/// record. The sweep matters when libcontainer's delete failed half-way (a Create
+/// interrupted inside libcontainer leaves the cgroup frozen with processes in it). While
+/// processes may still run under the pod's IDs, the range and the record are kept.
+pub fn undo_record(id: &str, bundle: &Path, record: &Record) -> anyhow::Result<()> {
+    let left = match &record.cgroups_path {
+        Some(dir) => cgroups::kill_and_remove(dir, Duration::from_secs(5)),
+        None => Vec::new(),
+    };
+    if !left.is_empty() {
+        anyhow::bail!(
+            "container {id}: cgroup {} not removed ({left:?}); the ID range of pod {} is kept",
+            record.cgroups_path.as_deref().unwrap_or_default(),
+            record.sandbox_id
+        );
+    }
+    if let Some(dir) = &record.pod_cgroup {
+        cgroups::remove_empty(dir);
+    }
+    if let Some(range) = podrange::release(record)? {
+        tracing::info!(pod = %record.sandbox_id, %range, "ID range released");
+    }
+    let _ = std::fs::remove_file(bundle.join(state::RECORD_FILE));
+    Ok(())
+}
+
 pub fn run(flags: &Flags) -> anyhow::Result<()> {
     let bundle = if flags.bundle.is_empty() {
         std::env::current_dir().context("current directory")?
@@ -61,31 +88,7 @@ pub fn run(flags: &Flags) -> anyhow::Result<()> {
     if record.is_none() {
         tracing::debug!(bundle = %bundle.display(), "no record of what Create did");
     }
-    let mut failure = None;
-    if let Some(record) = record {
-        // libcontainer's delete can fail half-way for a container the shim died creating.
-        let left = match &record.cgroups_path {
-            Some(dir) => cgroups::kill_and_remove(dir, Duration::from_secs(5)),
-            None => Vec::new(),
-        };
-        if left.is_empty() {
-            if let Some(dir) = &record.pod_cgroup {
-                cgroups::remove_empty(dir);
-            }
-            if let Some(range) = podrange::release(&record)? {
-                tracing::info!(pod = %record.sandbox_id, %range, "released the dead shim's ID range");
-            }
-            let _ = std::fs::remove_file(bundle.join(state::RECORD_FILE));
-        } else {
-            // Processes may still run under the pod's IDs: its range is not given back.
-            failure = Some(anyhow::anyhow!(
-                "container {}: cgroup {} not removed ({left:?}); the ID range of pod {} is kept",
-                flags.id,
-                record.cgroups_path.as_deref().unwrap_or_default(),
-                record.sandbox_id
-            ));
-        }
-    }
+    let failure = record.and_then(|record| undo_record(&flags.id, &bundle, &record).err());
     let _ = std::fs::remove_file(bundle.join(state::SECCOMP_FILE));
     let _ =
         stockade_runtime::node_state::remove(&crate::state::state_dir().containers(), &flags.id);

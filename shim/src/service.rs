@@ -43,7 +43,7 @@ use crate::container::FilterPlan;
 use crate::io::{self, Console, ConsoleSocket, StdioPaths};
 use crate::state::{self, Record};
 use crate::zygote::{Request, RootfsMount, Zygote};
-use crate::{audit, binds, cgroups, oom, podrange, stats};
+use crate::{audit, binds, cgroups, cleanup, oom, podrange, stats};
 
 /// How long TaskExit waits for a TTY's output to reach the fifo.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
@@ -448,15 +448,18 @@ impl Inner {
             }
         }
         binds::unstage(bundle);
-        if let Some(dir) = &record.pod_cgroup {
-            cgroups::remove_empty(dir);
-        }
-        if record.is_sandbox {
-            if let Err(e) = podrange::release(record) {
-                tracing::warn!(container = id, error = %format!("{e:#}"), "releasing ID range failed");
+        let undone = {
+            let (id, bundle, record) = (id.to_string(), bundle.to_path_buf(), record.clone());
+            // Blocking: the cgroup sweep may wait for killed processes to go.
+            tokio::task::spawn_blocking(move || cleanup::undo_record(&id, &bundle, &record)).await
+        };
+        match undone {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(container = id, error = %format!("{e:#}"), "cleanup incomplete")
             }
+            Err(e) => tracing::warn!(container = id, error = %e, "cleanup task failed"),
         }
-        let _ = std::fs::remove_file(bundle.join(state::RECORD_FILE));
         let _ = std::fs::remove_file(bundle.join(state::SECCOMP_FILE));
     }
 
