@@ -23,6 +23,15 @@ pub enum Verdict {
 }
 
 impl Verdict {
+    /// Met when `value` is at most `max`.
+    fn at_most(value: f64, max: f64) -> Verdict {
+        if value <= max {
+            Verdict::Met
+        } else {
+            Verdict::NotMet
+        }
+    }
+
     fn text(&self) -> String {
         match self {
             Verdict::Met => "**met**".into(),
@@ -132,11 +141,7 @@ pub fn goals(sec: &Section, results: &Results) -> Vec<GoalCheck> {
                                     fmt(pick(b)),
                                     fmt_ratio(ratio)
                                 ),
-                                if ratio <= max {
-                                    Verdict::Met
-                                } else {
-                                    Verdict::NotMet
-                                },
+                                Verdict::at_most(ratio, max),
                             )
                         }
                         (None, _) => ("—".into(), Verdict::NotMeasured(why_missing(sec, "runc"))),
@@ -157,11 +162,7 @@ pub fn goals(sec: &Section, results: &Results) -> Vec<GoalCheck> {
                 let (value, verdict) = match summary(sec, r, "shim_pss_per_pod") {
                     Some(s) => (
                         format!("{} MB", fmt(s.p50)),
-                        if s.p50 <= SHIM_PSS_MAX_MB {
-                            Verdict::Met
-                        } else {
-                            Verdict::NotMet
-                        },
+                        Verdict::at_most(s.p50, SHIM_PSS_MAX_MB),
                     ),
                     None => ("—".into(), Verdict::NotMeasured(why_missing(sec, r))),
                 };
@@ -180,14 +181,7 @@ pub fn goals(sec: &Section, results: &Results) -> Vec<GoalCheck> {
                     let (value, verdict) = match (summary(sec, "runc", &m), summary(sec, r, &m)) {
                         (Some(b), Some(s)) => {
                             let ratio = s.p50 / b.p50;
-                            (
-                                fmt_ratio(ratio),
-                                if ratio <= WORKLOAD_MAX {
-                                    Verdict::Met
-                                } else {
-                                    Verdict::NotMet
-                                },
-                            )
+                            (fmt_ratio(ratio), Verdict::at_most(ratio, WORKLOAD_MAX))
                         }
                         (None, _) => ("—".into(), Verdict::NotMeasured(why_missing(sec, "runc"))),
                         (_, None) => ("—".into(), Verdict::NotMeasured(why_missing(sec, r))),
@@ -239,11 +233,7 @@ pub fn goals(sec: &Section, results: &Results) -> Vec<GoalCheck> {
                                         fmt(a.p50),
                                         fmt_ratio(ratio)
                                     ),
-                                    if ratio <= SIZE_INDEPENDENT_MAX {
-                                        Verdict::Met
-                                    } else {
-                                        Verdict::NotMet
-                                    },
+                                    Verdict::at_most(ratio, SIZE_INDEPENDENT_MAX),
                                 )
                             }
                             _ => ("—".into(), Verdict::NotMeasured(why_missing(sec, r))),
