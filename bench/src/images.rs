@@ -25,12 +25,7 @@ pub fn files_image(files: usize) -> String {
 fn base_layer(busybox: &[u8]) -> Result<Layer> {
     let mut l = Layer::with_busybox(busybox, Some(&["sh", "sleep", "true", "ls"]))?;
     l.dir("bench-work", 0o755)?;
-    l.file(
-        "etc/passwd",
-        0o644,
-        b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
-    )?;
-    l.file("etc/group", 0o644, b"root:x:0:\nnogroup:x:65534:\n")?;
+    l.minimal_etc()?;
     Ok(l)
 }
 

@@ -184,6 +184,16 @@ impl Layer {
             .with_context(|| format!("adding {path}"))
     }
 
+    /// /etc/passwd and /etc/group with root and nobody.
+    pub fn minimal_etc(&mut self) -> Result<()> {
+        self.file(
+            "etc/passwd",
+            0o644,
+            b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
+        )?;
+        self.file("etc/group", 0o644, b"root:x:0:\nnogroup:x:65534:\n")
+    }
+
     pub fn finish(self) -> Result<Vec<u8>> {
         self.builder.into_inner().context("finishing a layer")
     }
@@ -192,12 +202,7 @@ impl Layer {
 /// The test image's layer: busybox with every applet, a minimal /etc.
 fn build_layer() -> Result<Vec<u8>> {
     let mut l = Layer::busybox(None)?;
-    l.file(
-        "etc/passwd",
-        0o644,
-        b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
-    )?;
-    l.file("etc/group", 0o644, b"root:x:0:\nnogroup:x:65534:\n")?;
+    l.minimal_etc()?;
     l.file("etc/hostname", 0o644, b"stockade-test\n")?;
     l.finish()
 }
