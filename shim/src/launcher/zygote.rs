@@ -10,91 +10,21 @@
 
 use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Context};
+use async_trait::async_trait;
 use nix::sys::socket::{
     recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags,
     SockFlag, SockType,
 };
 use serde::{Deserialize, Serialize};
 
-use crate::container;
+use super::container;
+use super::{Launcher, Request, StdioMask};
 
 /// Largest message either side sends; payloads that could be larger go through files.
 const MAX_MESSAGE: usize = 64 * 1024;
-
-use stockade_runtime::idrange::IdRange;
-pub use stockade_runtime::rootfs::RootfsMount;
-
-/// Which of stdin, stdout, stderr travel with a request (in that order).
-pub type StdioMask = [bool; 3];
-
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
-pub enum Request {
-    /// Mount the rootfs at `target`, idmapped to `range` (`staging` holds the layer
-    /// clones). `userns`: the pod's user namespace to take the mapping from; None for a
-    /// sandbox, whose namespace does not exist yet (a helper namespace is made).
-    Mount {
-        mounts: Vec<RootfsMount>,
-        target: PathBuf,
-        staging: PathBuf,
-        range: IdRange,
-        userns: Option<PathBuf>,
-    },
-    /// Unmount what Mount set up.
-    Unmount {
-        target: PathBuf,
-        staging: PathBuf,
-    },
-    /// Create the container (init waits for Start), returns the init pid.
-    Create {
-        id: String,
-        root: PathBuf,
-        bundle: PathBuf,
-        console_socket: Option<PathBuf>,
-        /// JSON file with the [`container::FilterPlan`].
-        seccomp: PathBuf,
-        stdio: StdioMask,
-        /// Network namespace the container inherits (its spec names none).
-        netns: Option<PathBuf>,
-    },
-    Start {
-        id: String,
-        root: PathBuf,
-    },
-    /// Run an extra process in the container, returns its pid.
-    Exec {
-        id: String,
-        root: PathBuf,
-        /// OCI `Process` JSON file.
-        process: PathBuf,
-        console_socket: Option<PathBuf>,
-        seccomp: PathBuf,
-        stdio: StdioMask,
-    },
-    Kill {
-        id: String,
-        root: PathBuf,
-        signal: i32,
-        all: bool,
-    },
-    Delete {
-        id: String,
-        root: PathBuf,
-        force: bool,
-    },
-    Pause {
-        id: String,
-        root: PathBuf,
-    },
-    Resume {
-        id: String,
-        root: PathBuf,
-    },
-}
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Response {
@@ -104,7 +34,7 @@ struct Response {
 /// The shim's side of the zygote.
 pub struct Zygote {
     /// Serializes request/response pairs; the zygote handles one at a time anyway.
-    sock: Mutex<OwnedFd>,
+    sock: Arc<Mutex<OwnedFd>>,
     pub pid: i32,
 }
 
@@ -142,39 +72,38 @@ pub fn spawn(close_in_child: &[RawFd]) -> anyhow::Result<Zygote> {
         nix::unistd::ForkResult::Parent { child: pid } => {
             drop(child);
             Ok(Zygote {
-                sock: Mutex::new(parent),
+                sock: Arc::new(Mutex::new(parent)),
                 pid: pid.as_raw(),
             })
         }
     }
 }
 
-impl Zygote {
-    /// Send one request with its fds and wait for the answer (blocking: call from
-    /// `spawn_blocking`).
-    pub fn call(&self, req: &Request, fds: &[OwnedFd]) -> anyhow::Result<Option<i32>> {
-        let sock = self
-            .sock
-            .lock()
-            .map_err(|_| anyhow::anyhow!("zygote channel poisoned"))?;
-        let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
-        send(sock.as_raw_fd(), req, &raw).context("sending to the zygote")?;
-        let (resp, _): (Response, _) = recv(sock.as_raw_fd())
-            .context("reading the zygote's answer")?
-            .ok_or_else(|| anyhow::anyhow!("the zygote exited"))?;
-        resp.result.map_err(anyhow::Error::msg)
-    }
+/// Send one request with its fds and wait for the answer (blocking).
+fn exchange(sock: &Mutex<OwnedFd>, req: &Request, fds: &[OwnedFd]) -> anyhow::Result<Option<i32>> {
+    let sock = sock
+        .lock()
+        .map_err(|_| anyhow::anyhow!("zygote channel poisoned"))?;
+    let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
+    send(sock.as_raw_fd(), req, &raw).context("sending to the zygote")?;
+    let (resp, _): (Response, _) = recv(sock.as_raw_fd())
+        .context("reading the zygote's answer")?
+        .ok_or_else(|| anyhow::anyhow!("the zygote exited"))?;
+    resp.result.map_err(anyhow::Error::msg)
+}
 
-    /// Async wrapper: runs the blocking exchange on tokio's blocking pool.
-    pub async fn request(
-        self: &std::sync::Arc<Self>,
-        req: Request,
-        fds: Vec<OwnedFd>,
-    ) -> anyhow::Result<Option<i32>> {
-        let z = self.clone();
-        tokio::task::spawn_blocking(move || z.call(&req, &fds))
+#[async_trait]
+impl Launcher for Zygote {
+    /// Runs the blocking exchange on tokio's blocking pool.
+    async fn call(&self, req: Request, fds: Vec<OwnedFd>) -> anyhow::Result<Option<i32>> {
+        let sock = self.sock.clone();
+        tokio::task::spawn_blocking(move || exchange(&sock, &req, &fds))
             .await
             .context("zygote request task")?
+    }
+
+    fn helper_pid(&self) -> Option<i32> {
+        Some(self.pid)
     }
 }
 

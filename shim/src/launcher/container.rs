@@ -26,7 +26,7 @@ use stockade_runtime::oci_spec::runtime::{
 use stockade_runtime::rootfs;
 use stockade_runtime::seccomp::{self, CompiledFilter};
 
-use crate::zygote::RootfsMount;
+use super::RootfsMount;
 
 /// The seccomp filters of one container, in install order (the profile's default, then
 /// the pod's own), written next to the bundle's config.json by the shim.
