@@ -126,6 +126,9 @@ pub struct PolicySettings {
     /// Registries (`host`, `host/path` prefix, or `*.domain`) images may come from; empty
     /// means any.
     pub allowed_registries: Vec<String>,
+    /// Sysctls a container may set (names, or prefixes ending in `*`); default:
+    /// Kubernetes' safe set.
+    pub allowed_sysctls: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -239,6 +242,28 @@ struct RawPolicy {
     host_ipc: Verdict,
     extra_capabilities: Verdict,
     allowed_registries: Vec<String>,
+    #[serde(default = "kubernetes_safe_sysctls")]
+    allowed_sysctls: Vec<String>,
+}
+
+/// A sysctl name (`net.ipv4.tcp_syncookies`) or a prefix ending in `*` (`net.ipv4.tcp_*`).
+fn validate_sysctl_pattern(name: &str) -> Result<(), String> {
+    let body = name.strip_suffix('*').unwrap_or(name);
+    let valid = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-/".contains(c);
+    if body.is_empty() || !body.chars().all(valid) {
+        return Err(format!(
+            "{name:?} is not a sysctl name (lowercase letters, digits, `.`, `_`, `-`, `/`; \
+             `*` only at the end)"
+        ));
+    }
+    Ok(())
+}
+
+fn kubernetes_safe_sysctls() -> Vec<String> {
+    crate::hardener::KUBERNETES_SAFE_SYSCTLS
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
 }
 
 #[derive(Deserialize, Default)]
@@ -322,6 +347,10 @@ impl Profile {
             validate_registry_pattern(registry)
                 .map_err(|problem| err(&format!("policy.allowed_registries[{i}]"), problem))?;
         }
+        for (i, name) in raw.policy.allowed_sysctls.iter().enumerate() {
+            validate_sysctl_pattern(name)
+                .map_err(|problem| err(&format!("policy.allowed_sysctls[{i}]"), problem))?;
+        }
         let policy = PolicySettings {
             privileged: raw.policy.privileged,
             host_network: raw.policy.host_network,
@@ -329,6 +358,7 @@ impl Profile {
             host_ipc: raw.policy.host_ipc,
             extra_capabilities: raw.policy.extra_capabilities,
             allowed_registries: raw.policy.allowed_registries,
+            allowed_sysctls: raw.policy.allowed_sysctls,
         };
 
         if let Some(log) = &raw.audit.log {

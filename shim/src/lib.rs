@@ -13,6 +13,7 @@ pub mod cgroups;
 mod dead_server;
 pub mod delete_action;
 pub mod error;
+pub mod features;
 pub mod host;
 pub mod io;
 pub mod launcher;

@@ -3,7 +3,7 @@
 use std::io::Write;
 
 use containerd_shim_protos::protobuf::Message;
-use containerd_shim_stockade_v1::{bootstrap, delete_action, server, RUNTIME_ID};
+use containerd_shim_stockade_v1::{bootstrap, delete_action, features, server, RUNTIME_ID};
 use stockade_runtime::state_dir::StateDir;
 
 fn main() {
@@ -27,13 +27,10 @@ fn main() {
         }
     };
     let result = if flags.info {
-        let info = containerd_shim_protos::types::introspection::RuntimeInfo {
-            name: RUNTIME_ID.to_string(),
-            ..Default::default()
-        };
-        info.write_to_bytes()
-            .map_err(anyhow::Error::from)
-            .and_then(|b| Ok(std::io::stdout().write_all(&b)?))
+        features::runtime_info().and_then(|info| {
+            std::io::stdout().write_all(&info.write_to_bytes()?)?;
+            Ok(())
+        })
     } else {
         match flags.action.as_str() {
             "start" => bootstrap::run(&flags),

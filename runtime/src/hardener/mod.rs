@@ -9,6 +9,9 @@
 mod policy;
 pub mod registry;
 mod resources;
+mod sysctls;
+
+pub use sysctls::{KUBERNETES_SAFE as KUBERNETES_SAFE_SYSCTLS, UNPRIVILEGED_PORT_START};
 
 use crate::idrange::IdRange;
 use crate::oci_spec::runtime::{
@@ -49,6 +52,8 @@ pub struct Hardened {
     /// The spec to hand to libcontainer (no `linux.seccomp`).
     pub spec: Spec,
     pub seccomp: SeccompPlan,
+    /// `net.*` sysctls the shim writes in the pod's network namespace (see sysctls.rs).
+    pub pod_sysctls: std::collections::BTreeMap<String, String>,
     pub report: Report,
 }
 
@@ -92,10 +97,11 @@ pub enum Rule {
     MemoryCeiling,
     PidsCeiling,
     ForeignNamespace,
+    Sysctl,
 }
 
 impl Rule {
-    pub const ALL: [Rule; 10] = [
+    pub const ALL: [Rule; 11] = [
         Rule::Privileged,
         Rule::HostNetwork,
         Rule::HostPid,
@@ -106,6 +112,7 @@ impl Rule {
         Rule::MemoryCeiling,
         Rule::PidsCeiling,
         Rule::ForeignNamespace,
+        Rule::Sysctl,
     ];
 
     pub fn name(&self) -> &'static str {
@@ -120,6 +127,7 @@ impl Rule {
             Rule::MemoryCeiling => "memory-ceiling",
             Rule::PidsCeiling => "pids-ceiling",
             Rule::ForeignNamespace => "foreign-namespace",
+            Rule::Sysctl => "sysctl",
         }
     }
 }
@@ -166,6 +174,9 @@ pub fn harden(
     }
 
     policy::check(&spec, profile, ctx, &mut report)?;
+    sysctls::check(&spec, profile)?;
+    let pod_sysctls =
+        sysctls::take_pod_netns_sysctls(&mut spec, profile, ctx.is_sandbox, &mut report);
 
     harden_process(&mut spec, profile, ctx, &mut report)?;
     harden_mounts(&mut spec, &mut report);
@@ -227,6 +238,7 @@ pub fn harden(
             default: profile.seccomp.profile.clone(),
             pod: pod_seccomp,
         },
+        pod_sysctls,
         report,
     })
 }

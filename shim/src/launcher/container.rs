@@ -3,6 +3,7 @@
 //! These functions clone and `chdir`, so they run only in the single-threaded zygote (or
 //! in the short-lived `delete` action, which never starts tokio).
 
+use std::collections::BTreeMap;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -194,7 +195,9 @@ fn in_netns<T>(netns: Option<&Path>, f: impl FnOnce() -> anyhow::Result<T>) -> a
 }
 
 /// Create the container from the (already hardened) bundle; returns the init pid.
-/// `netns`: the network namespace the container inherits (see [`in_netns`]).
+/// `netns`: the network namespace the container inherits (see [`in_netns`]), where
+/// `sysctls` are written first.
+#[allow(clippy::too_many_arguments)]
 pub fn create(
     id: &str,
     root: &Path,
@@ -203,10 +206,35 @@ pub fn create(
     seccomp: &Path,
     stdio: [Option<OwnedFd>; 3],
     netns: Option<&Path>,
+    sysctls: &BTreeMap<String, String>,
 ) -> anyhow::Result<i32> {
     std::fs::create_dir_all(root).with_context(|| format!("creating {}", root.display()))?;
     let b = builder(id, root, console_socket, load_executor(seccomp)?, stdio)?;
-    in_netns(netns, move || create_in(b, id, bundle))
+    if netns.is_none() && !sysctls.is_empty() {
+        return Err(anyhow!(
+            "container {id}: pod sysctls without a pod network namespace"
+        ));
+    }
+    in_netns(netns, move || {
+        for (name, value) in sysctls {
+            write_sysctl(name, value)?;
+        }
+        create_in(b, id, bundle)
+    })
+}
+
+/// Write a sysctl of the current network namespace (`/proc/sys/net` is the opener's).
+fn write_sysctl(name: &str, value: &str) -> anyhow::Result<()> {
+    let segments: Vec<&str> = name.split(['.', '/']).collect();
+    if segments.iter().any(|s| s.is_empty() || *s == "..") || segments[0] != "net" {
+        return Err(anyhow!("sysctl {name:?}: not a net.* sysctl name"));
+    }
+    let path = Path::new("/proc/sys").join(segments.join("/"));
+    std::fs::write(&path, value).with_context(|| {
+        format!("setting sysctl {name}={value:?} in the pod's network namespace")
+    })?;
+    tracing::debug!(sysctl = name, value, "pod sysctl set");
+    Ok(())
 }
 
 fn create_in(b: ContainerBuilder, id: &str, bundle: &Path) -> anyhow::Result<i32> {

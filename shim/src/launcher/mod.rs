@@ -7,6 +7,7 @@
 pub mod container;
 pub mod zygote;
 
+use std::collections::BTreeMap;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 
@@ -58,6 +59,8 @@ pub enum Request {
         stdio: StdioMask,
         /// Network namespace the container inherits (its spec names none).
         netns: Option<PathBuf>,
+        /// `net.*` sysctls to write in `netns` before the container is made.
+        sysctls: BTreeMap<String, String>,
     },
     Start {
         id: String,

@@ -195,6 +195,7 @@ fn handle(req: Request, fds: Vec<OwnedFd>) -> anyhow::Result<Option<i32>> {
             seccomp,
             stdio,
             netns,
+            sysctls,
         } => container::create(
             &id,
             &root,
@@ -203,6 +204,7 @@ fn handle(req: Request, fds: Vec<OwnedFd>) -> anyhow::Result<Option<i32>> {
             &seccomp,
             stdio_fds(stdio, fds)?,
             netns.as_deref(),
+            &sysctls,
         )
         .map(Some),
         Request::Start { id, root } => container::start(&id, &root).map(|_| None),

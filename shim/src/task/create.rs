@@ -230,6 +230,7 @@ impl TaskService {
         let bundle = PathBuf::from(&req.bundle);
         let host = &self.inner.host;
         let netns = stockade_runtime::launch::take_netns_path(&mut hardened.spec);
+        let sysctls = std::mem::take(&mut hardened.pod_sysctls);
         let cgroups_path = hardened
             .spec
             .linux()
@@ -304,6 +305,7 @@ impl TaskService {
                 seccomp: plan_path.clone(),
                 stdio: mask,
                 netns,
+                sysctls,
             })
             .await;
         match spawned {
