@@ -100,7 +100,7 @@ impl Containerd {
     }
 
     /// [`Containerd::start`], with the Stockade shims keeping their state in `state_dir`
-    /// (an absolute path; None: the node's default).
+    /// (an absolute path; None: a directory of the instance's own).
     pub fn start_with_state_dir(state_dir: Option<&Path>) -> Result<Containerd> {
         for tool in ["containerd", "ctr", "runc", "ip"] {
             paths::require_tool(tool)?;
@@ -117,10 +117,6 @@ impl Containerd {
             bail!("the integration tests need root (they start containerd)");
         }
         let shim_dir = paths::shim_dir()?;
-        let stockade_state = match state_dir {
-            Some(dir) => StateDir::new(dir)?,
-            None => StateDir::new(state_dir::DEFAULT_ROOT)?,
-        };
         let n = INSTANCES.fetch_add(1, Ordering::SeqCst);
         let pid = std::process::id();
         let name = format!("stockade-it-{pid}-{n}");
@@ -131,6 +127,12 @@ impl Containerd {
             .tempdir_in("/tmp")
             .context("creating the instance's temp dir")?
             .keep();
+        // The instance's own node state (ID ranges, records): tests never share the
+        // node's /run/stockade, nor with other checkouts' builds.
+        let stockade_state = match state_dir {
+            Some(dir) => StateDir::new(dir)?,
+            None => StateDir::new(dir.join("stockade"))?,
+        };
         let mut c = Containerd {
             root: dir.join("root"),
             state: dir.join("state"),

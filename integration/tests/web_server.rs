@@ -20,7 +20,7 @@ fn web_server_on_port_80(rt: &TestRuntime) {
     let server_cfg = cri.pod_config("web");
     let server_pod = cri.run_pod_sandbox(&server_cfg, rt.cri_handler).unwrap();
     let script = format!(
-        "mkdir -p /www && echo '{PAGE}' > /www/index.html && exec httpd -f -v -p 80 -h /www"
+        "mkdir -p /www && echo '{PAGE}' > /www/index.html && exec httpd -f -vv -p 80 -h /www"
     );
     let cfg = cri.container_config("httpd", &["sh", "-c", &script]);
     let server = cri.run_container(&server_pod, &cfg, &server_cfg).unwrap();
@@ -60,11 +60,11 @@ fn web_server_on_port_80(rt: &TestRuntime) {
         ContainerState::ContainerRunning
     );
     let listening = cri
-        .exec_sync(&server, &["cat", "/proc/net/tcp"])
+        .exec_sync(&server, &["cat", "/proc/net/tcp", "/proc/net/tcp6"])
         .unwrap()
         .ok()
         .unwrap();
-    // Port 80 is 0050 in /proc/net/tcp, state 0A is LISTEN.
+    // Port 80 is 0050 in /proc/net/tcp{,6}, state 0A is LISTEN.
     assert!(
         listening
             .lines()
@@ -75,10 +75,10 @@ fn web_server_on_port_80(rt: &TestRuntime) {
     let logs = wait_for("the request in the server's log", common::WAIT, || {
         cri.container_logs(&server)
             .ok()
-            .filter(|l| l.contains("GET /"))
+            .filter(|l| l.contains("url:/"))
     })
     .unwrap();
-    assert!(logs.contains("GET /"), "{logs}");
+    assert!(logs.contains("response:200"), "{logs}");
     for (pod, id) in [(&server_pod, &server), (&client_pod, &client)] {
         cri.stop_container(id, 5).unwrap();
         cri.remove_container(id).unwrap();
