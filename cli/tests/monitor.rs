@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use stockade_runtime::audit::{AuditEvent, AuditLog};
 use stockade_runtime::hardener::{Refusal, Rule};
-use stockade_runtime::monitor::http;
+use stockade_monitor::http;
 use stockade_runtime::pod::PodIdentity;
 
 fn root() -> PathBuf {

@@ -24,7 +24,7 @@ impl Monitor {
         let mut child = Command::new(&bin)
             .args(["monitor", "--listen", "127.0.0.1:0", "--profile"])
             .arg(paths::profiles_dir().join("default.toml"))
-            .env("RUST_LOG", "stockade_runtime::monitor=debug")
+            .env("RUST_LOG", "stockade_monitor=debug")
             .env("NO_COLOR", "1")
             .stdout(Stdio::piped())
             .stderr(log.reopen().unwrap())

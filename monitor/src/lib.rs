@@ -2,9 +2,9 @@
 //! decided and what its guards stopped.
 //!
 //! One per node. It reads what the shims leave on the node and nothing else:
-//! - container records ([`crate::node_state`]): running containers, their labels, cgroups
+//! - container records ([`stockade_runtime::node_state`]): running containers, their labels, cgroups
 //!   (OOM kills, CPU throttling) and start latencies;
-//! - the audit trail(s) ([`crate::audit`]): decisions and refusals by rule;
+//! - the audit trail(s) ([`stockade_runtime::audit`]): decisions and refusals by rule;
 //! - the kernel's seccomp audit records ([`sources`]), attributed pid -> cgroup -> container.
 //!
 //! [`Monitor::start`] binds the listener, opens the seccomp source and runs two threads
@@ -20,7 +20,6 @@ pub mod sources;
 pub mod tail;
 pub mod trail;
 
-use crate::profile::IdPoolSettings;
 use collector::{Collector, CollectorSettings, RecordCache, SeccompCounts};
 use sources::RecordSource;
 use std::net::{SocketAddr, TcpListener};
@@ -29,6 +28,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
+use stockade_runtime::profile::IdPoolSettings;
 
 /// The default listen address: loopback (node-local scrapers or a port-forward).
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9464";

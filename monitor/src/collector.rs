@@ -1,18 +1,18 @@
 //! What the exporter counts, and turning it into the exposition text on every scrape.
 
-use super::attribution::{attribute, Attribution, Workload};
-use super::cgroup::{read_proc_cgroup, CgroupLayout};
-use super::exposition::{Exposition, Histogram, Kind};
-use super::seccomp_log::SeccompRecord;
-use super::trail::{TrailCounts, TrailTail};
-use crate::audit::AuditKind;
-use crate::hardener::Rule;
-use crate::idrange::{IdAllocator, IdPool, IdRangeError, IdTable};
-use crate::node_state::{self, ContainerRecord};
-use crate::profile::IdPoolSettings;
+use crate::attribution::{attribute, Attribution, Workload};
+use crate::cgroup::{read_proc_cgroup, CgroupLayout};
+use crate::exposition::{Exposition, Histogram, Kind};
+use crate::seccomp_log::SeccompRecord;
+use crate::trail::{TrailCounts, TrailTail};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+use stockade_runtime::audit::AuditKind;
+use stockade_runtime::hardener::Rule;
+use stockade_runtime::idrange::{IdAllocator, IdPool, IdRangeError, IdTable};
+use stockade_runtime::node_state::{self, ContainerRecord};
+use stockade_runtime::profile::IdPoolSettings;
 
 /// Start latency buckets, in seconds.
 const LATENCY_BUCKETS: [f64; 10] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0];

@@ -1,10 +1,10 @@
-//! Following Stockade's audit trail (JSON lines written by [`crate::audit::AuditLog`]) and
+//! Following Stockade's audit trail (JSON lines written by [`stockade_runtime::audit::AuditLog`]) and
 //! counting decisions and refusals by rule.
 
-use super::tail::LineTail;
-use crate::audit::{AuditKind, AuditLine};
+use crate::tail::LineTail;
 use std::collections::BTreeMap;
 use std::path::Path;
+use stockade_runtime::audit::{AuditKind, AuditLine};
 
 /// Counts read from audit trails.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]

@@ -1,8 +1,8 @@
 //! Which pod and container a process belongs to: pid -> /proc/PID/cgroup -> the
 //! [`ContainerRecord`] whose cgroupsPath holds it.
 
-use super::cgroup::{is_within, ProcCgroup};
-use crate::node_state::ContainerRecord;
+use crate::cgroup::{is_within, ProcCgroup};
+use stockade_runtime::node_state::ContainerRecord;
 
 /// The label value for what cannot be known.
 pub const UNKNOWN: &str = "unknown";
@@ -121,9 +121,9 @@ fn pod_dir(record: &ContainerRecord) -> Option<&str> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::cgroup::parse_proc_cgroup;
     use super::*;
-    use crate::idrange::IdRange;
+    use crate::cgroup::parse_proc_cgroup;
+    use stockade_runtime::idrange::IdRange;
 
     fn rec(id: &str, sandbox: &str, path: &str) -> ContainerRecord {
         ContainerRecord {

@@ -11,8 +11,8 @@
 //! Each source reads from "now" on: records from before the exporter started would name
 //! pids that may have been reused since.
 
-use super::seccomp_log::{self, SeccompRecord, AUDIT_SECCOMP};
-use super::tail::LineTail;
+use crate::seccomp_log::{self, SeccompRecord, AUDIT_SECCOMP};
+use crate::tail::LineTail;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
