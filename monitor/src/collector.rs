@@ -198,8 +198,8 @@ impl Collector {
         }
     }
 
-    /// The exposition text, from the node state now and the seccomp counts so far.
-    pub fn render(&mut self, seccomp: &SeccompCounts) -> String {
+    /// The metrics, from the node state now and the seccomp counts so far.
+    pub fn render(&mut self, seccomp: &SeccompCounts) -> Exposition {
         let listing = node_state::list(&self.settings.state_dir).unwrap_or_else(|e| {
             tracing::warn!(error = %e, "cannot list container records");
             Default::default()
@@ -271,7 +271,7 @@ impl Collector {
                 out.sample("stockade_id_ranges_free", &[], free as f64);
             }
         }
-        out.finish()
+        out
     }
 
     fn containers(&self, out: &mut Exposition, running: &[&ContainerRecord], broken: usize) {

@@ -8,7 +8,7 @@
 //! - the kernel's seccomp audit records ([`sources`]), attributed pid -> cgroup -> container.
 //!
 //! [`Monitor::start`] binds the listener, opens the seccomp source and runs two threads
-//! (HTTP and the record reader); [`Monitor::stop`] ends them.
+//! (the HTTP server, [`http`], and the record reader); [`Monitor::stop`] ends them.
 
 pub mod attribution;
 pub mod cgroup;
@@ -91,6 +91,7 @@ pub enum MonitorError {
 pub struct Monitor {
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
+    server: Option<http::Server>,
     threads: Vec<JoinHandle<()>>,
     source: String,
 }
@@ -150,6 +151,7 @@ impl Monitor {
         let mut monitor = Monitor {
             addr,
             stop: stop.clone(),
+            server: None,
             threads: Vec::new(),
             source: source_name,
         };
@@ -161,21 +163,13 @@ impl Monitor {
                 .map_err(MonitorError::Thread)?;
             monitor.threads.push(reader);
         }
-        let server = std::thread::Builder::new()
-            .name("stockade-http".into())
-            .spawn(move || {
-                http::serve(listener, stop, move || {
-                    let counts = seccomp.lock().unwrap_or_else(PoisonError::into_inner);
-                    let mut collector = collector.lock().unwrap_or_else(PoisonError::into_inner);
-                    http::Response {
-                        status: "200 OK",
-                        content_type: exposition::CONTENT_TYPE,
-                        body: collector.render(&counts),
-                    }
-                })
-            })
-            .map_err(MonitorError::Thread)?;
-        monitor.threads.push(server);
+        let render: http::Render = Arc::new(move |format| {
+            // Scrapes render one at a time: the collector keeps trail positions.
+            let mut collector = collector.lock().unwrap_or_else(PoisonError::into_inner);
+            let counts = seccomp.lock().unwrap_or_else(PoisonError::into_inner);
+            collector.render(&counts).encode(format)
+        });
+        monitor.server = Some(http::Server::spawn(listener, render).map_err(MonitorError::Thread)?);
         tracing::info!(listen = %addr, seccomp_source = %monitor.source, "stockade monitor started");
         Ok(monitor)
     }
@@ -192,6 +186,9 @@ impl Monitor {
 
     /// Blocks until the threads end (they end only on [`Monitor::stop`] from elsewhere).
     pub fn wait(mut self) {
+        if let Some(server) = self.server.take() {
+            server.wait();
+        }
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
@@ -203,8 +200,9 @@ impl Monitor {
 
     fn shutdown(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        // Wake the accept call.
-        let _ = std::net::TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
+        if let Some(server) = self.server.take() {
+            server.stop();
+        }
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
@@ -213,7 +211,7 @@ impl Monitor {
 
 impl Drop for Monitor {
     fn drop(&mut self) {
-        if !self.threads.is_empty() {
+        if self.server.is_some() || !self.threads.is_empty() {
             self.shutdown();
         }
     }
