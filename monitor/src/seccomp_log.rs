@@ -10,8 +10,8 @@
 
 use std::str::FromStr;
 
-/// AUDIT_SECCOMP from `<linux/audit.h>`.
-pub const AUDIT_SECCOMP: u16 = 1326;
+/// The audit record type of seccomp actions (1326, from `<linux/audit.h>`).
+pub use netlink_packet_audit::constants::AUDIT_SECCOMP;
 
 const AUDIT_ARCH_X86_64: u32 = 0xC000_003E;
 const AUDIT_ARCH_AARCH64: u32 = 0xC000_00B7;

@@ -13,8 +13,11 @@
 
 use crate::seccomp_log::{self, SeccompRecord, AUDIT_SECCOMP};
 use crate::tail::LineTail;
+use netlink_packet_audit::AuditMessage;
+use netlink_packet_core::{NetlinkBuffer, NetlinkMessage, NetlinkPayload};
+use nix::poll::{PollFd, PollFlags, PollTimeout};
 use std::io::{Read, Seek, SeekFrom};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::Duration;
@@ -36,111 +39,58 @@ pub trait RecordSource: Send {
     fn describe(&self) -> String;
 }
 
-/// NETLINK_AUDIT from `<linux/netlink.h>`.
-const NETLINK_AUDIT: libc::c_int = 9;
 /// AUDIT_NLGRP_READLOG from `<linux/audit.h>` (group 1: bit 0 of nl_groups).
 const AUDIT_NLGRP_READLOG_MASK: u32 = 1;
+/// The largest audit record the kernel sends (MAX_AUDIT_MESSAGE_LENGTH) fits many times.
+const DATAGRAM_BUFFER: usize = 64 << 10;
+/// NLMSG_HDRLEN from `<linux/netlink.h>`.
 const NLMSG_HDRLEN: usize = 16;
 
+/// The audit netlink multicast group, on netlink-sys; messages parsed by
+/// netlink-packet-audit.
 pub struct Netlink {
-    fd: OwnedFd,
+    socket: netlink_sys::Socket,
     buf: Vec<u8>,
 }
 
 impl Netlink {
     pub fn open() -> std::io::Result<Netlink> {
-        // SAFETY: plain socket(2) call; the returned fd is checked and then owned.
-        let raw = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                NETLINK_AUDIT,
-            )
-        };
-        if raw < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: `raw` is a fresh, valid fd nobody else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        // SAFETY: an all-zero sockaddr_nl is valid; the fields that matter are set below.
-        let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-        addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-        addr.nl_groups = AUDIT_NLGRP_READLOG_MASK;
-        // SAFETY: `addr` is a valid sockaddr_nl and the length is its size.
-        let rc = unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                &addr as *const libc::sockaddr_nl as *const libc::sockaddr,
-                std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
+        let mut socket = netlink_sys::Socket::new(netlink_sys::protocols::NETLINK_AUDIT)?;
+        socket.bind(&netlink_sys::SocketAddr::new(0, AUDIT_NLGRP_READLOG_MASK))?;
         // A bigger buffer absorbs bursts of denials; failure only means the default size.
-        let size: libc::c_int = 4 << 20;
-        set_sockopt(&fd, libc::SO_RCVBUF, &size).ok();
-        let timeout = libc::timeval {
-            tv_sec: 0,
-            tv_usec: POLL_INTERVAL.as_micros() as libc::suseconds_t,
-        };
-        set_sockopt(&fd, libc::SO_RCVTIMEO, &timeout)?;
+        socket.set_rx_buf_sz(4usize << 20).ok();
+        socket.set_non_blocking(true)?;
         Ok(Netlink {
-            fd,
-            buf: vec![0; 64 << 10],
+            socket,
+            buf: Vec::with_capacity(DATAGRAM_BUFFER),
         })
-    }
-}
-
-fn set_sockopt<T>(fd: &OwnedFd, option: libc::c_int, value: &T) -> std::io::Result<()> {
-    // SAFETY: `value` points at a live T whose size is passed along.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            option,
-            value as *const T as *const libc::c_void,
-            std::mem::size_of::<T>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
     }
 }
 
 impl RecordSource for Netlink {
     fn read(&mut self) -> std::io::Result<Batch> {
         let mut batch = Batch::default();
-        // SAFETY: `buf` is a live, writable buffer of the length passed.
-        let n = unsafe {
-            libc::recv(
-                self.fd.as_raw_fd(),
-                self.buf.as_mut_ptr() as *mut libc::c_void,
-                self.buf.len(),
-                0,
-            )
-        };
-        if n < 0 {
-            let err = std::io::Error::last_os_error();
-            return match err.raw_os_error() {
-                Some(libc::EAGAIN) | Some(libc::EINTR) => Ok(batch),
-                Some(libc::ENOBUFS) => {
-                    // The socket overflowed: how many records is unknown, at least one.
-                    batch.lost = 1;
-                    Ok(batch)
-                }
-                _ => Err(err),
-            };
+        if !wait_readable(self.socket.as_fd(), POLL_INTERVAL)? {
+            return Ok(batch);
         }
-        for (kind, body) in netlink_messages(&self.buf[..n as usize]) {
-            if kind == AUDIT_SECCOMP {
-                let text = String::from_utf8_lossy(body);
-                match seccomp_log::parse_body(text.trim_end_matches('\0')) {
-                    Some(record) => batch.records.push(record),
-                    None => tracing::debug!(body = %text, "unparsable seccomp audit record"),
+        loop {
+            self.buf.clear();
+            match self.socket.recv(&mut self.buf, 0) {
+                Ok(_) => {
+                    for body in seccomp_bodies(&self.buf) {
+                        match seccomp_log::parse_body(body.trim_end_matches('\0')) {
+                            Some(record) => batch.records.push(record),
+                            None => tracing::debug!(%body, "unparsable seccomp audit record"),
+                        }
+                    }
                 }
+                Err(e) => match e.raw_os_error() {
+                    Some(libc::EAGAIN) => break,
+                    Some(libc::EINTR) => continue,
+                    // The socket overflowed: how many records is unknown, at least one.
+                    Some(libc::ENOBUFS) => batch.lost += 1,
+                    _ => return Err(e),
+                },
             }
         }
         Ok(batch)
@@ -151,18 +101,29 @@ impl RecordSource for Netlink {
     }
 }
 
-/// Splits a netlink datagram into (type, payload) messages.
-pub fn netlink_messages(mut data: &[u8]) -> Vec<(u16, &[u8])> {
+/// The bodies of the AUDIT_SECCOMP records in a netlink datagram (other records and
+/// malformed messages are skipped).
+pub fn seccomp_bodies(mut data: &[u8]) -> Vec<String> {
     let mut out = Vec::new();
-    while data.len() >= NLMSG_HDRLEN {
-        let len = u32::from_ne_bytes([data[0], data[1], data[2], data[3]]) as usize;
-        let kind = u16::from_ne_bytes([data[4], data[5]]);
-        if len < NLMSG_HDRLEN || len > data.len() {
+    while let Ok(header) = NetlinkBuffer::new_checked(data) {
+        let len = header.length() as usize;
+        if len < NLMSG_HDRLEN {
             break;
         }
-        out.push((kind, &data[NLMSG_HDRLEN..len]));
-        let aligned = (len + 3) & !3;
-        data = data.get(aligned..).unwrap_or(&[]);
+        match NetlinkMessage::<AuditMessage>::deserialize(&data[..len]) {
+            Ok(message) => {
+                if let NetlinkPayload::InnerMessage(AuditMessage::Event((kind, body))) =
+                    message.payload
+                {
+                    if kind == AUDIT_SECCOMP {
+                        out.push(body);
+                    }
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "malformed audit netlink message"),
+        }
+        // Messages in a datagram are 4-byte aligned (NLMSG_ALIGN).
+        data = data.get((len + 3) & !3..).unwrap_or(&[]);
     }
     out
 }
@@ -190,7 +151,7 @@ impl Kmsg {
 impl RecordSource for Kmsg {
     fn read(&mut self) -> std::io::Result<Batch> {
         let mut batch = Batch::default();
-        if !wait_readable(&self.file, POLL_INTERVAL)? {
+        if !wait_readable(self.file.as_fd(), POLL_INTERVAL)? {
             return Ok(batch);
         }
         // Each read(2) returns exactly one kernel log record.
@@ -218,22 +179,15 @@ impl RecordSource for Kmsg {
     }
 }
 
-fn wait_readable(file: &std::fs::File, timeout: Duration) -> std::io::Result<bool> {
-    let mut pfd = libc::pollfd {
-        fd: file.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd, count 1.
-    let rc = unsafe { libc::poll(&mut pfd, 1, timeout.as_millis() as libc::c_int) };
-    if rc < 0 {
-        let err = std::io::Error::last_os_error();
-        if err.kind() == std::io::ErrorKind::Interrupted {
-            return Ok(false);
-        }
-        return Err(err);
+/// Whether `fd` became readable within `timeout` (false on a signal, too).
+fn wait_readable(fd: BorrowedFd<'_>, timeout: Duration) -> std::io::Result<bool> {
+    let timeout = PollTimeout::try_from(timeout).unwrap_or(PollTimeout::MAX);
+    let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+    match nix::poll::poll(&mut fds, timeout) {
+        Ok(n) => Ok(n > 0),
+        Err(nix::errno::Errno::EINTR) => Ok(false),
+        Err(e) => Err(e.into()),
     }
-    Ok(rc > 0)
 }
 
 /// A log file (auditd's) followed from its end; a rotated file is read from its start.
@@ -291,15 +245,21 @@ mod tests {
     }
 
     #[test]
-    fn splits_netlink_datagrams() {
-        let mut data = message(1300, b"abc");
-        data.extend(message(AUDIT_SECCOMP, b"audit(1.2:3): pid=7"));
-        data.extend_from_slice(&[1, 2, 3]); // trailing garbage
-        let msgs = netlink_messages(&data);
-        assert_eq!(msgs.len(), 2);
-        assert_eq!(msgs[0], (1300, &b"abc"[..]));
-        assert_eq!(msgs[1].0, AUDIT_SECCOMP);
-        assert_eq!(msgs[1].1, b"audit(1.2:3): pid=7");
+    fn picks_seccomp_records_from_netlink_datagrams() {
+        // AUDIT_SYSCALL (1300), then a seccomp record, then garbage.
+        let mut data = message(1300, b"audit(1.2:3): arch=c000003e syscall=1");
+        data.extend(message(AUDIT_SECCOMP, b"audit(1.2:3): pid=7 syscall=250"));
+        data.extend(message(AUDIT_SECCOMP, b"audit(1.2:4): pid=8"));
+        data.extend_from_slice(&[1, 2, 3]);
+        assert_eq!(
+            seccomp_bodies(&data),
+            ["audit(1.2:3): pid=7 syscall=250", "audit(1.2:4): pid=8"]
+        );
+        // A length field past the end of the datagram ends the walk.
+        let mut short = message(AUDIT_SECCOMP, b"audit(1.2:5): pid=9");
+        short[0] = 200;
+        assert!(seccomp_bodies(&short).is_empty());
+        assert!(seccomp_bodies(&[]).is_empty());
     }
 
     #[test]
