@@ -6,7 +6,8 @@
 #   demo   build + what `make demo` runs: containerd, runc, busybox (the test image), the
 #          CNI plugins (pod network) and iproute2 (its teardown)
 #   test   demo + what the tests call besides: promtool and prometheus (the metrics and
-#          alert-rule checks, the Prometheus round trip), file (checks the probe is static)
+#          alert-rule checks, the Prometheus round trip), file (checks the probe is static),
+#          systemd (systemd-analyze verifies the exporter's unit)
 #   lint   rustfmt and clippy
 #   fuzz   build + g++ (libFuzzer is C++) and cargo-fuzz
 #
@@ -21,7 +22,7 @@ fi
 
 build=(gcc libc6-dev protobuf-compiler)
 demo=("${build[@]}" containerd runc busybox-static containernetworking-plugins iproute2)
-test=("${demo[@]}" prometheus file)
+test=("${demo[@]}" prometheus file systemd)
 fuzz=("${build[@]}" g++)
 
 packages=()
