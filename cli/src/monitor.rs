@@ -91,9 +91,8 @@ pub fn run(args: MonitorArgs) -> Result<ExitCode> {
     .context("starting the exporter")?;
     // One line on stdout, for scripts (and tests) that bind port 0.
     println!(
-        "stockade monitor: serving http://{}/metrics (seccomp records from {})",
-        monitor.local_addr(),
-        monitor.source()
+        "{}",
+        stockade_monitor::banner(monitor.local_addr(), monitor.source())
     );
     monitor.wait();
     Ok(ExitCode::SUCCESS)

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{assert_success, profile_copy, promtool, root, value, Exporter};
+use common::{assert_success, default_exporter, promtool, root, value};
 use std::process::Command;
 use stockade_monitor::http;
 use stockade_runtime::audit::{AuditEvent, AuditLog};
@@ -16,14 +16,7 @@ fn serves_metrics_that_promtool_accepts_and_counts_refusals() {
     let trail = tmp.path().join("audit.jsonl");
     // The shipped default profile, with its audit log in our temp dir: the exporter must
     // follow the log the profile names.
-    let profile = profile_copy(tmp.path(), "default.toml");
-    let exporter = Exporter::start(&[
-        "--no-seccomp",
-        "--profile",
-        profile.to_str().unwrap(),
-        "--state-dir",
-        tmp.path().to_str().unwrap(),
-    ]);
+    let exporter = default_exporter(tmp.path());
     assert_eq!(
         http::get(exporter.addr, "/healthz").unwrap(),
         (200, "ok\n".to_string())

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{assert_success, profile_copy, promtool, root, Exporter};
+use common::{assert_success, default_exporter, profile_copy, promtool, root, Exporter};
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
@@ -159,14 +159,7 @@ fn the_daemonset_is_consistent_and_starts_the_exporter() {
 /// Metric names a scrape of the exporter has (histograms by their series names).
 fn exported_metrics() -> BTreeSet<String> {
     let tmp = tempfile::tempdir().unwrap();
-    let profile = profile_copy(tmp.path(), "default.toml");
-    let exporter = Exporter::start(&[
-        "--no-seccomp",
-        "--profile",
-        profile.to_str().unwrap(),
-        "--state-dir",
-        tmp.path().to_str().unwrap(),
-    ]);
+    let exporter = default_exporter(tmp.path());
     let (_, text) = http::get(exporter.addr, "/metrics").unwrap();
     text.lines()
         .filter_map(|l| l.strip_prefix("# TYPE "))

@@ -7,14 +7,12 @@
 use crate::exec::wait_for;
 use crate::paths;
 use anyhow::{bail, Context, Result};
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 const START_TIMEOUT: Duration = Duration::from_secs(60);
-const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct Prometheus {
     child: Child,
@@ -183,20 +181,8 @@ fn percent_encode(text: &str) -> String {
         .collect()
 }
 
-/// HTTP/1.0 GET: status and body.
 fn get(addr: SocketAddr, target: &str) -> Result<(u16, String)> {
-    let mut stream = TcpStream::connect_timeout(&addr, HTTP_TIMEOUT)?;
-    stream.set_read_timeout(Some(HTTP_TIMEOUT))?;
-    write!(stream, "GET {target} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
-    let mut reply = String::new();
-    stream.read_to_string(&mut reply)?;
-    let (head, body) = reply.split_once("\r\n\r\n").unwrap_or((&reply, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .with_context(|| format!("no HTTP status from {addr}{target}"))?;
-    Ok((status, body.to_string()))
+    stockade_monitor::http::get(addr, target).with_context(|| format!("GET http://{addr}{target}"))
 }
 
 /// The shipped alert rules.

@@ -14,7 +14,7 @@ use stockade_integration::runtimes::TestRuntime;
 /// The exporter, a child of this test: ended by PID when dropped.
 struct Monitor {
     child: Child,
-    addr: String,
+    addr: std::net::SocketAddr,
     /// Its debug log (every denial and how it was attributed), shown when a check fails.
     log: tempfile::NamedTempFile,
 }
@@ -36,12 +36,8 @@ impl Monitor {
         BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut line)
             .unwrap();
-        let addr = line
-            .split("http://")
-            .nth(1)
-            .and_then(|rest| rest.split('/').next())
-            .unwrap_or_else(|| panic!("no address in {line:?}"))
-            .to_string();
+        let addr = stockade_monitor::banner_addr(&line)
+            .unwrap_or_else(|| panic!("no address in {line:?}"));
         Monitor { child, addr, log }
     }
 
@@ -58,12 +54,9 @@ impl Monitor {
     }
 
     fn scrape(&self) -> String {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(&self.addr).unwrap();
-        write!(s, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
-        let mut body = String::new();
-        s.read_to_string(&mut body).unwrap();
-        body
+        stockade_monitor::http::get(self.addr, "/metrics")
+            .unwrap()
+            .1
     }
 
     /// Sum of the samples whose series line contains every one of `parts`.
@@ -99,11 +92,8 @@ fn denied_syscalls_and_refusals_reach_the_exporter() {
     let c = common::start();
     let rt = TestRuntime::stockade().expect("profiles/default.toml");
     let monitor = Monitor::start();
-    let prom = Prometheus::start(
-        &[monitor.addr.parse().unwrap()],
-        &[prometheus::alert_rules()],
-    )
-    .expect("a private Prometheus (Debian package prometheus; `make test` installs it)");
+    let prom = Prometheus::start(&[monitor.addr], &[prometheus::alert_rules()])
+        .expect("a private Prometheus (Debian package prometheus; `make test` installs it)");
     let id = format!("mon-{}", std::process::id());
     let privileged_before = monitor.sum("stockade_policy_refusals_total", &["rule=\"privileged\""]);
     // Prometheus has the counter before the refusal, so the alert sees it increase.

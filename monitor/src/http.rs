@@ -192,16 +192,13 @@ async fn respond(
     })
 }
 
-/// GETs a path from a server, as a scraper without keep-alive would (for tests and
-/// health checks): the status and the body.
+/// GETs a path (and query) from an HTTP server, as HTTP/1.0 so no server answers in
+/// chunks (for tests and health checks): the status and the body.
 pub fn get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
     let timeout = RENDER_TIMEOUT + HEADER_TIMEOUT;
     let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
     stream.set_read_timeout(Some(timeout))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
     let mut reply = String::new();
     stream.read_to_string(&mut reply)?;
     let (head, body) = reply.split_once("\r\n\r\n").unwrap_or((&reply, ""));

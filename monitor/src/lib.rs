@@ -33,6 +33,22 @@ use stockade_runtime::profile::IdPoolSettings;
 /// The default listen address: loopback (node-local scrapers or a port-forward).
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9464";
 
+/// The line `stockade monitor` prints when it serves (scripts that bind port 0 read the
+/// address back with [`banner_addr`]).
+pub fn banner(addr: SocketAddr, source: &str) -> String {
+    format!("stockade monitor: serving http://{addr}/metrics (seccomp records from {source})")
+}
+
+/// The address in a [`banner`] line.
+pub fn banner_addr(line: &str) -> Option<SocketAddr> {
+    line.split("http://")
+        .nth(1)?
+        .split('/')
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// Where the kernel's seccomp records are read from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SeccompSource {

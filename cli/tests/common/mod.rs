@@ -38,18 +38,26 @@ impl Exporter {
         BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut line)
             .unwrap();
-        let addr = line
-            .split("http://")
-            .nth(1)
-            .and_then(|rest| rest.split('/').next())
-            .and_then(|a| a.parse().ok());
-        let Some(addr) = addr else {
+        let Some(addr) = stockade_monitor::banner_addr(&line) else {
             let _ = child.kill();
             let _ = child.wait();
             panic!("no address in the exporter's first line ({args:?}): {line:?}");
         };
         Exporter { child, addr }
     }
+}
+
+/// An exporter without a seccomp source, for the shipped default profile (its audit log
+/// in `dir`) and the node state in `dir`.
+pub fn default_exporter(dir: &Path) -> Exporter {
+    let profile = profile_copy(dir, "default.toml");
+    Exporter::start(&[
+        "--no-seccomp",
+        "--profile",
+        profile.to_str().unwrap(),
+        "--state-dir",
+        dir.to_str().unwrap(),
+    ])
 }
 
 impl Drop for Exporter {
