@@ -181,7 +181,7 @@ pub struct SubIds {
 #[derive(Debug, Clone, Serialize)]
 pub struct ProfileFact {
     pub path: PathBuf,
-    /// The containerd runtime handlers that use it (empty: named with --profile).
+    /// The containerd runtime handlers that use it (empty: --profile, or installed only).
     pub handlers: Vec<String>,
     pub summary: Result<ProfileSummary, String>,
 }

@@ -289,8 +289,16 @@ fn profiles(s: &Sources, containerd: Option<&ContainerdFacts>) -> Vec<ProfileFac
             let path = r.config_path.as_deref().unwrap_or(SHIM_DEFAULT_PROFILE);
             (PathBuf::from(path), Some(r.name.clone()))
         });
+    let mut named: Vec<(PathBuf, Option<String>)> = named.collect();
+    if named.is_empty() && s.profiles.is_empty() {
+        // Not registered yet: the profiles `make install` puts in place, if any.
+        named = installed_profiles(s)
+            .into_iter()
+            .map(|p| (p, None))
+            .collect();
+    }
     let extra = s.profiles.iter().map(|p| (p.clone(), None));
-    for (path, handler) in named.chain(extra) {
+    for (path, handler) in named.into_iter().chain(extra) {
         if let Some(known) = out.iter_mut().find(|p| p.path == path) {
             known.handlers.extend(handler);
             continue;
@@ -308,6 +316,21 @@ fn profiles(s: &Sources, containerd: Option<&ContainerdFacts>) -> Vec<ProfileFac
         });
     }
     out
+}
+
+/// `/etc/stockade/*.toml` on the node, sorted.
+fn installed_profiles(s: &Sources) -> Vec<PathBuf> {
+    let dir = Path::new("/etc/stockade");
+    let Ok(entries) = std::fs::read_dir(s.at(dir)) else {
+        return Vec::new();
+    };
+    let mut found: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|name| name.ends_with(".toml"))
+        .map(|name| dir.join(name))
+        .collect();
+    found.sort();
+    found
 }
 
 fn summary(p: Profile) -> ProfileSummary {

@@ -212,7 +212,7 @@ fn profiles(facts: &NodeFacts) -> Vec<Finding> {
     for p in &facts.profiles {
         let check = format!("profile.{}", p.path.display());
         let used_by = if p.handlers.is_empty() {
-            "named with --profile".to_string()
+            "no containerd handler uses it".to_string()
         } else {
             format!("handlers {}", p.handlers.join(", "))
         };
