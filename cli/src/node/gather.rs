@@ -4,6 +4,7 @@
 
 use super::containerd::{self, ConfigSource};
 use super::facts::*;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use stockade_runtime::idrange::IdRange;
 use stockade_runtime::profile::{Profile, Verdict};
@@ -425,7 +426,6 @@ fn idmap(
     .collect()
 }
 
-use std::os::fd::AsFd;
 
 #[cfg(test)]
 mod tests {
