@@ -5,39 +5,43 @@ PREFIX ?= /usr/local
 ETC ?= /etc/stockade
 PROFILE_DIR := profiles
 
-.PHONY: fuzz leak-test security-report all build release test test-unit test-integration lint fmt install uninstall demo bench bench-quick deps clean
+.PHONY: fuzz leak-test security-report all build release test test-unit test-integration lint fmt install uninstall demo bench bench-quick deps deps-build deps-demo deps-test deps-lint deps-fuzz clean
 
 all: build
 
-build:
+build: deps-build
 	$(CARGO) build --workspace --all-targets
 
-release:
+release: deps-build
 	$(CARGO) build --workspace --release
 
-# Debian packages the tests and the demo need (containerd, runc, umoci, busybox-static, CNI).
+# What each target needs, installed if missing (scripts/install-deps.sh says what and why);
+# `make deps` installs everything.
 deps:
-	./scripts/install-deps.sh
+	./scripts/install-deps.sh test lint fuzz
+
+deps-build deps-demo deps-test deps-lint deps-fuzz:
+	./scripts/install-deps.sh $(@:deps-%=%)
 
 # Unit and property tests (no root needed), then the tests against a real containerd
-# (root, and the packages from `make deps`).
-test: build
+# (root). Installs the packages the tests use first.
+test: deps-test build
 	$(CARGO) test --workspace --exclude stockade-integration
 	$(CARGO) test -p stockade-integration --no-fail-fast -- --test-threads=1
 
 test-unit:
 	$(CARGO) test --workspace --exclude stockade-integration
 
-test-integration: build
+test-integration: deps-test build
 	$(CARGO) test -p stockade-integration --no-fail-fast -- --test-threads=1
 
 # Create/delete cycles under Stockade (root): nothing left behind, no fd growth in
 # containerd or a long-lived pod's shim. LEAK_CYCLES=60 for a quick run.
 LEAK_CYCLES ?= 1000
-leak-test: build
+leak-test: deps-test build
 	STOCKADE_LEAK_CYCLES=$(LEAK_CYCLES) $(CARGO) test -p stockade-integration --test leaks -- --nocapture
 
-lint:
+lint: deps-lint
 	$(CARGO) fmt --all -- --check
 	$(CARGO) fmt --manifest-path fuzz/Cargo.toml -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
@@ -50,7 +54,7 @@ fmt:
 # and the hardener, FUZZ_SECONDS per target; fails on any crash and names the reproducer.
 # Corpora, crash inputs and logs stay under target/ (scripts/fuzz.sh).
 FUZZ_SECONDS ?= 60
-fuzz:
+fuzz: deps-fuzz
 	./scripts/fuzz.sh $(FUZZ_SECONDS)
 
 install: release
@@ -69,7 +73,9 @@ uninstall:
 
 # On a fresh machine: installs what it needs, starts a private containerd, runs one
 # container under runc and under Stockade, and prints the difference.
-demo: deps build
+# Builds only the shim and the demo.
+demo: deps-demo
+	$(CARGO) build -q -p containerd-shim-stockade-v1 -p stockade-integration --bin stockade-demo
 	$(CARGO) run -q -p stockade-integration --bin stockade-demo
 
 # Stockade against runc on this node (root; the packages from `make deps`). The full run
@@ -81,15 +87,15 @@ BENCH_FLAGS ?=
 BENCH_QUICK_OUT ?= target/bench-quick
 bench_dir = $(or $(CARGO_TARGET_DIR),target)/$(if $(filter dev,$(1)),debug,$(1))
 
-security-report: build
+security-report: deps-test build
 	$(CARGO) test -q -p stockade-integration --test security >/dev/null
 	@cat target/security-report.md
 
-bench:
+bench: deps-demo
 	$(CARGO) build --profile $(BENCH_PROFILE) -p containerd-shim-stockade-v1 -p stockade-bench
 	$(call bench_dir,$(BENCH_PROFILE))/stockade-bench $(BENCH_FLAGS)
 
-bench-quick:
+bench-quick: deps-demo
 	$(CARGO) build --profile $(BENCH_QUICK_PROFILE) -p containerd-shim-stockade-v1 -p stockade-bench
 	rm -rf $(BENCH_QUICK_OUT)
 	$(call bench_dir,$(BENCH_QUICK_PROFILE))/stockade-bench --quick --out $(BENCH_QUICK_OUT) $(BENCH_FLAGS)

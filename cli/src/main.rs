@@ -4,8 +4,11 @@
 //! - `stockade harden --profile FILE CONFIG_JSON`: show what Stockade would make of a
 //!   container's config.json: the hardened config on stdout, the report on stderr, or the
 //!   refusal naming the rule.
+//! - `stockade monitor`: the node's Prometheus exporter.
+//! - `stockade node check [--json]`: what on this node weakens containers.
 
 mod monitor;
+mod node;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -59,6 +62,18 @@ enum Command {
     },
     /// Serve Prometheus metrics about this node's Stockade containers (one per node).
     Monitor(monitor::MonitorArgs),
+    /// Look at this node itself.
+    Node {
+        #[command(subcommand)]
+        command: NodeCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum NodeCommand {
+    /// Report what on this node weakens containers (kernel, containerd, cgroups, ID pool,
+    /// profiles), each finding with why it matters and the fix. Exits 1 on a failure.
+    Check(node::CheckArgs),
 }
 
 #[derive(Subcommand)]
@@ -81,6 +96,9 @@ fn main() -> ExitCode {
             json,
         } => harden(&profile, &config, container_id, pod_userns, json),
         Command::Monitor(args) => monitor::run(args),
+        Command::Node {
+            command: NodeCommand::Check(args),
+        } => node::check(args),
     };
     match result {
         Ok(code) => code,

@@ -4,11 +4,10 @@
 //! that stopped each attempt).
 
 use crate::containerd::{Containerd, CRI_NAMESPACE};
-use crate::image::{write_oci_archive, Layer, OciImage};
+use crate::image::{process, write_oci_archive, Layer, OciImage};
 use crate::paths;
 use crate::runtimes::TestRuntime;
 use anyhow::{bail, Context, Result};
-use serde_json::json;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -130,7 +129,7 @@ pub fn write_probe_images(out: &Path, probe: &Path, devnull_target: &Path) -> Re
     let image = |name, label| OciImage {
         name,
         layer: &layer,
-        process: json!({"Cmd": ["sh"], "Labels": {"org.stockade.test": label}}),
+        process: process(&["sh"], &[("org.stockade.test", label)]),
     };
     write_oci_archive(
         out,

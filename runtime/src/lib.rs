@@ -12,7 +12,6 @@ pub mod audit;
 pub mod hardener;
 pub mod idrange;
 pub mod launch;
-pub mod monitor;
 pub mod namespaces;
 pub mod node_state;
 pub mod pod;
