@@ -23,11 +23,12 @@ pub struct Args {
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Runtimes to compare: stockade, stockade-strict, runc-seccomp (runc with
-    /// RuntimeDefault seccomp); runc (no seccomp) is always there and is the baseline.
+    /// RuntimeDefault seccomp), null (the floor: bench/null-shim, containerd's own
+    /// share); runc (no seccomp) is always there and is the baseline.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "runc,stockade,runc-seccomp"
+        default_value = "runc,stockade,runc-seccomp,null"
     )]
     pub runtimes: Vec<String>,
     /// Serial CRI lifecycle cycles per runtime.

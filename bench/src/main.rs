@@ -284,6 +284,19 @@ fn run(args: &Args) -> Result<PathBuf> {
         .map(|d| d.join(SHIM_BINARY))
         .map_err(|e| format!("{e:#}"));
     let mut machine = machine::collect(&shim);
+    // The floor's shim is built next to Stockade's (same cargo profile).
+    let null_shim = paths::shim_dir()
+        .map(|d| d.join(runtimes::NULL_SHIM_BINARY))
+        .ok()
+        .filter(|p| p.is_file());
+    if null_shim.is_none() {
+        for rt in rts.iter_mut().filter(|r| r.is_floor()) {
+            rt.failed = Some(format!(
+                "{} not built: cargo build -p stockade-bench-null-shim (make bench builds it)",
+                runtimes::NULL_SHIM_BINARY
+            ));
+        }
+    }
     let _stub = match &shim {
         Ok(_) => None,
         Err(e) => {
@@ -330,7 +343,7 @@ fn run(args: &Args) -> Result<PathBuf> {
         .collect();
     if !wanted.is_empty() && !util::interrupted() {
         eprintln!("== starting a private containerd");
-        match Containerd::start() {
+        match Containerd::start_with(None, &runtimes::containerd_extra_config()) {
             Ok(c) => {
                 machine["containerd_instance"] = serde_json::json!(c.dir.display().to_string());
                 probe(

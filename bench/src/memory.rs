@@ -5,7 +5,7 @@
 use crate::lifecycle::{discard_pod, wait_state, SLEEP_CMD};
 use crate::machine::meminfo_kb;
 use crate::model::Section;
-use crate::runtimes::{active, Rt};
+use crate::runtimes::{active_runtimes, Rt};
 use crate::util::{bar, check_stop};
 use anyhow::{bail, Context, Result};
 use k8s_cri::v1::ContainerState;
@@ -118,7 +118,7 @@ pub fn run(c: &Containerd, rts: &[Rt], pods: usize) -> Result<Section> {
         ),
     );
     // Seccomp changes neither shim memory nor the rootfs: runc-seccomp is left out here.
-    let rts: Vec<Rt> = active(rts, &mut sec)
+    let rts: Vec<Rt> = active_runtimes(rts, &mut sec)
         .into_iter()
         .filter(|r| !r.runc_seccomp)
         .collect();
