@@ -170,22 +170,82 @@ impl Held {
     }
 }
 
-/// Mount containerd's rootfs mounts (one overlay, usually) on `target`.
-pub fn mount_rootfs(mounts: &[Mount], target: &Path) -> anyhow::Result<()> {
-    for m in mounts {
-        containerd_shim::mount::mount_rootfs(
-            Some(m.type_.as_str()).filter(|t| !t.is_empty()),
-            Some(m.source.as_str()).filter(|s| !s.is_empty()),
-            &m.options,
-            target,
+/// Character devices a shell expects in /dev (name, major, minor).
+const DEVICES: &[(&str, u64, u64)] = &[
+    ("null", 1, 3),
+    ("zero", 1, 5),
+    ("full", 1, 7),
+    ("random", 1, 8),
+    ("urandom", 1, 9),
+];
+
+fn mount_fs(fstype: &str, target: &Path, data: Option<&str>) -> anyhow::Result<()> {
+    use nix::mount::MsFlags;
+    std::fs::create_dir_all(target).with_context(|| format!("creating {}", target.display()))?;
+    nix::mount::mount(
+        Some(fstype),
+        target,
+        Some(fstype),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        data,
+    )
+    .with_context(|| format!("mounting {fstype} on {}", target.display()))
+}
+
+/// The least a busybox container needs beyond its image: /proc (the shell runs applets
+/// through /proc/self/exe) and a /dev with null, zero, full, random, urandom (a
+/// background job's stdin is /dev/null; without it the pod sandbox's
+/// `while :; do sleep 3600 & wait $!; done` spins on a CPU).
+fn mount_proc_dev(root: &Path) -> anyhow::Result<()> {
+    use nix::sys::stat::{makedev, mknod, Mode, SFlag};
+    mount_fs("proc", &root.join("proc"), None)?;
+    let dev = root.join("dev");
+    mount_fs("tmpfs", &dev, Some("mode=755,size=64k"))?;
+    for (name, major, minor) in DEVICES {
+        let path = dev.join(name);
+        mknod(
+            &path,
+            SFlag::S_IFCHR,
+            Mode::from_bits_truncate(0o666),
+            makedev(*major, *minor),
         )
-        .map_err(|e| anyhow!("mounting {} on {}: {e}", m.type_, target.display()))?;
+        .with_context(|| format!("mknod {}", path.display()))?;
     }
     Ok(())
 }
 
+/// Mount containerd's rootfs mounts (one overlay, usually) on `target`, then its /proc
+/// and /dev ([`mount_proc_dev`]). On failure nothing stays mounted.
+pub fn mount_rootfs(mounts: &[Mount], target: &Path) -> anyhow::Result<()> {
+    let mounted = mounts
+        .iter()
+        .try_for_each(|m| {
+            containerd_shim::mount::mount_rootfs(
+                Some(m.type_.as_str()).filter(|t| !t.is_empty()),
+                Some(m.source.as_str()).filter(|s| !s.is_empty()),
+                &m.options,
+                target,
+            )
+            .map_err(|e| anyhow!("mounting {} on {}: {e}", m.type_, target.display()))
+        })
+        .and_then(|()| mount_proc_dev(target));
+    if let Err(e) = mounted {
+        unmount_rootfs(target);
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// Undo [`mount_rootfs`] (what is not mounted is skipped).
 pub fn unmount_rootfs(target: &Path) {
-    let _ = nix::mount::umount2(target, nix::mount::MntFlags::MNT_DETACH);
+    use nix::mount::{umount2, MntFlags};
+    for p in [
+        target.join("dev"),
+        target.join("proc"),
+        target.to_path_buf(),
+    ] {
+        let _ = umount2(&p, MntFlags::MNT_DETACH);
+    }
 }
 
 /// stdin: opened for reading without waiting for a writer, then made blocking.
@@ -359,6 +419,56 @@ mod tests {
             wait(pid),
             nix::sys::wait::WaitStatus::Exited(nix::unistd::Pid::from_raw(pid), 127)
         );
+    }
+
+    #[test]
+    fn rootfs_gets_proc_and_dev_and_leaves_no_mount() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: mounting needs root");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("rootfs");
+        std::fs::create_dir(&root).unwrap();
+        let tmpfs = Mount {
+            type_: "tmpfs".into(),
+            source: "tmpfs".into(),
+            options: vec!["size=1m".into()],
+            ..Default::default()
+        };
+        mount_rootfs(&[tmpfs], &root).unwrap();
+        use std::os::unix::fs::FileTypeExt;
+        let null = std::fs::metadata(root.join("dev/null")).unwrap();
+        assert!(null.file_type().is_char_device());
+        assert!(root.join("proc/self/exe").exists());
+        unmount_rootfs(&root);
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        assert!(!mounts.contains(&root.display().to_string()), "{mounts}");
+        assert!(
+            !root.join("dev").exists(),
+            "the tmpfs rootfs went away with its /dev"
+        );
+    }
+
+    #[test]
+    fn a_failed_rootfs_mount_leaves_nothing_mounted() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: mounting needs root");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("rootfs");
+        std::fs::create_dir(&root).unwrap();
+        let bad = Mount {
+            type_: "overlay".into(),
+            source: "overlay".into(),
+            options: vec![format!("lowerdir={}/missing", dir.path().display())],
+            ..Default::default()
+        };
+        let e = format!("{:#}", mount_rootfs(&[bad], &root).unwrap_err());
+        assert!(e.contains("mounting overlay on"), "{e}");
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        assert!(!mounts.contains(&root.display().to_string()), "{mounts}");
     }
 
     #[test]
