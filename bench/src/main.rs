@@ -4,14 +4,20 @@
 
 mod config;
 mod ctr_run;
+mod flame;
+mod floor;
+mod goals;
+mod idalloc;
 mod images;
 mod lifecycle;
 mod machine;
 mod memory;
 mod model;
+mod phases;
 mod report;
 mod rootfs;
 mod runtimes;
+mod scale;
 mod seccomp;
 mod stats;
 mod svg;
@@ -80,7 +86,8 @@ const CONTAINERD_SECTIONS: &[(&str, &str)] = &[
     ("lifecycle", "CRI lifecycle latency, serial"),
     ("parallel", "CRI lifecycle latency, parallel"),
     ("ctr", "`ctr run --rm`"),
-    ("memory", "Shim memory"),
+    ("flame", "Flame graphs of a Create"),
+    ("scale", "Start latency as the node fills up"),
     ("workload", "Workload overhead inside the container"),
     ("rootfs", "Rootfs setup against image size (through CRI)"),
 ];
@@ -88,9 +95,13 @@ const CONTAINERD_SECTIONS: &[(&str, &str)] = &[
 /// Section ids in report order.
 const SECTION_ORDER: &[&str] = &[
     "lifecycle_serial",
+    "shim_phases",
     "lifecycle_parallel",
     "ctr_run",
+    "flame",
+    "scale",
     "memory",
+    "idrange",
     "workload",
     "rootfs_library",
     "rootfs_cri",
@@ -229,9 +240,19 @@ fn containerd_sections(run: &mut Run, c: &Containerd, rts: &[Rt], st: &Settings)
         Ok(())
     };
     if st.runs("lifecycle") {
+        let mut ran = Vec::new();
         run.section("lifecycle_serial", "CRI lifecycle latency, serial", || {
-            lifecycle::serial(c, rts, st.serial)
+            lifecycle::serial(c, rts, st.serial, &mut ran)
         });
+        run.section(
+            "shim_phases",
+            "Where Create and Start go inside the shim",
+            || {
+                let log = std::fs::read_to_string(&c.log_path)
+                    .with_context(|| format!("reading {}", c.log_path.display()))?;
+                Ok(phases::section(&log, &ran))
+            },
+        );
     }
     if st.runs("parallel") {
         run.section(
@@ -245,8 +266,23 @@ fn containerd_sections(run: &mut Run, c: &Containerd, rts: &[Rt], st: &Settings)
             ctr_run::run(c, rts, st.ctr_runs)
         });
     }
-    if st.runs("memory") {
-        run.section("memory", "Shim memory", || memory::run(c, rts, st.pods));
+    if st.runs("flame") {
+        run.section("flame", "Flame graphs of a Create", || {
+            let note = flame::probe().map_err(anyhow::Error::msg)?;
+            flame::run(c, rts, st.flame_cycles, &note)
+        });
+    }
+    if st.runs("scale") {
+        let mut memory = None;
+        run.section("scale", "Start latency as the node fills up", || {
+            let (sec, mem) = scale::run(c, rts, &st.scale_levels, st.scale_samples)?;
+            memory = Some(mem);
+            Ok(sec)
+        });
+        match memory {
+            Some(m) => run.sections.push(m),
+            None => run.skip("memory", "Shim memory", "the scale section did not finish"),
+        }
     }
     if st.runs("workload") {
         run.section("workload", "Workload overhead inside the container", || {
@@ -322,6 +358,11 @@ fn run(args: &Args) -> Result<PathBuf> {
     if settings.runs("seccomp") {
         run.section("seccomp", "Seccomp filter install time", || {
             seccomp::run(settings.seccomp_samples)
+        });
+    }
+    if settings.runs("idrange") {
+        run.section("idrange", "ID-range allocation", || {
+            idalloc::run(settings.id_ranges, settings.id_samples)
         });
     }
     if settings.runs("rootfs") {
