@@ -139,7 +139,7 @@ impl Settings {
                 scale_samples: 30,
                 id_ranges: 1_000,
                 id_samples: 200,
-                flame_cycles: 30,
+                flame_cycles: 20,
                 workload_reps: 5,
                 workload_scale: 1,
                 small_files: 10,
