@@ -61,6 +61,21 @@ impl Launch {
     }
 }
 
+/// Signal a process started by [`fork_held`] and everything it started: it leads its own
+/// session and process group (there is no PID namespace whose end would take its
+/// children along). A group that is already gone is not an error.
+pub fn signal_group(pid: i32, signal: i32) -> std::io::Result<()> {
+    // SAFETY: kill(2) with plain integers; a negative pid names the process group.
+    if unsafe { libc::kill(-pid, signal) } == 0 {
+        return Ok(());
+    }
+    let e = std::io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::ESRCH) {
+        return Ok(());
+    }
+    Err(e)
+}
+
 /// A forked child waiting for [`Held::release`].
 pub struct Held {
     pub pid: i32,
@@ -133,6 +148,15 @@ pub fn fork_held(launch: &Launch, stdio: [RawFd; 3]) -> anyhow::Result<Held> {
                 // Never started: go quietly.
                 libc::_exit(0);
             }
+            // Nothing of the shim's but stdio reaches the workload (whatever containerd
+            // inherited, e.g. a lock file, would live on in it). The status pipe closes
+            // at exec like the rest.
+            libc::syscall(
+                libc::SYS_close_range,
+                3u32,
+                u32::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            );
             libc::execve(launch.exe.as_ptr(), argv.as_ptr(), envp.as_ptr());
             child_fail(status_fd)
         }
@@ -397,6 +421,68 @@ mod tests {
             nix::sys::wait::WaitStatus::Exited(nix::unistd::Pid::from_raw(pid), 0)
         );
         assert_eq!(std::fs::read_to_string(&out).unwrap(), "ran\n");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn group_signal_reaches_grandchildren_and_no_fd_is_inherited() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: chroot needs root");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        // Not CLOEXEC, like a lock fd the shim inherited: the workload must not see it.
+        let leak = std::fs::File::open("/dev/null").unwrap();
+        let leak_fd = nix::unistd::dup(leak.as_raw_fd()).unwrap();
+        let [i, o, e] = open_stdio("", &format!("file://{}", out.display()), "")
+            .await
+            .unwrap();
+        let script = format!(
+            "ls /proc/self/fd > {0}.fds; sleep 60 & echo $! > {0}.child; wait",
+            out.display()
+        );
+        let held = fork_held(
+            &launch(&["sh", "-c", &script]),
+            [i.as_raw_fd(), o.as_raw_fd(), e.as_raw_fd()],
+        )
+        .unwrap();
+        let pid = held.pid;
+        held.release().unwrap();
+        let child_file = dir.path().join("out.child");
+        for _ in 0..200 {
+            if std::fs::read_to_string(&child_file).is_ok_and(|s| s.ends_with('\n')) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let child: i32 = std::fs::read_to_string(&child_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let fds = std::fs::read_to_string(dir.path().join("out.fds")).unwrap();
+        assert!(
+            !fds.lines().any(|l| l == leak_fd.to_string()),
+            "fd {leak_fd} leaked: {fds}"
+        );
+        signal_group(pid, libc::SIGKILL).unwrap();
+        wait(pid);
+        let mut gone = false;
+        for _ in 0..200 {
+            let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
+            // Gone, or a zombie waiting for init to reap it.
+            if stat.is_empty() || stat.contains(") Z ") {
+                gone = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(gone, "grandchild {child} survived the group kill");
+        assert!(
+            signal_group(pid, libc::SIGKILL).is_ok(),
+            "a gone group is not an error"
+        );
+        nix::unistd::close(leak_fd).unwrap();
     }
 
     #[tokio::test(flavor = "current_thread")]

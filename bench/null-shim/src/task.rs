@@ -187,6 +187,15 @@ impl Inner {
     pub async fn on_exit(&self, pid: i32, code: u32) {
         let mut containers = self.containers.lock().await;
         for (cid, c) in containers.iter_mut() {
+            if c.init.pid == pid && c.init.state != State::Stopped {
+                // The container's init is gone: so is the container, as when a PID
+                // namespace ends (background children and exec processes would outlive
+                // it here).
+                let _ = process::signal_group(pid, libc::SIGKILL);
+                for e in c.execs.values().filter(|e| e.state != State::Stopped) {
+                    let _ = process::signal_group(e.pid, libc::SIGKILL);
+                }
+            }
             let procs = std::iter::once((cid.clone(), &mut c.init))
                 .chain(c.execs.iter_mut().map(|(eid, p)| (eid.clone(), p)));
             for (id, p) in procs {
@@ -392,15 +401,10 @@ impl Inner {
         let signal = i32::try_from(req.signal)
             .map_err(|_| err(Code::INVALID_ARGUMENT, "signal out of range"))?;
         for (pid, _) in pids.into_iter().filter(|(_, s)| *s != State::Stopped) {
-            // SAFETY: kill(2) with plain integers. The pid is a child of ours not yet
-            // recorded as exited; the reaper records an exit on this same thread right
-            // after collecting it, so a reused pid is not a practical concern here.
-            if unsafe { libc::kill(pid, signal) } != 0 {
-                return Err(internal(anyhow::anyhow!(
-                    "kill {pid} {signal}: {}",
-                    std::io::Error::last_os_error()
-                )));
-            }
+            // The pid is a child of ours not yet recorded as exited (the reaper records
+            // an exit on this same thread right after collecting it).
+            process::signal_group(pid, signal)
+                .map_err(|e| internal(anyhow::anyhow!("kill {pid} {signal}: {e}")))?;
         }
         Ok(Empty::new())
     }
@@ -420,8 +424,7 @@ impl Inner {
                     ))
                 }
                 State::Created => {
-                    // SAFETY: an unreaped child of ours (see kill).
-                    unsafe { libc::kill(p.pid, libc::SIGKILL) };
+                    let _ = process::signal_group(p.pid, libc::SIGKILL);
                 }
                 State::Stopped => {}
             }
