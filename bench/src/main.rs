@@ -384,7 +384,10 @@ fn run(args: &Args) -> Result<PathBuf> {
         .collect();
     if !wanted.is_empty() && !util::interrupted() {
         eprintln!("== starting a private containerd");
-        match Containerd::start_with(None, &runtimes::containerd_extra_config()) {
+        // The shims' state (ID-range table, records) in a dir of the run's own: never the
+        // node's /run/stockade, whose table other builds may have written.
+        let state = bench_state_dir()?;
+        match Containerd::start_with(Some(state.path()), &runtimes::containerd_extra_config()) {
             Ok(c) => {
                 machine["containerd_instance"] = serde_json::json!(c.dir.display().to_string());
                 probe(
@@ -444,6 +447,18 @@ fn run(args: &Args) -> Result<PathBuf> {
         copy_dir(&out_dir, &latest)?;
     }
     Ok(out_dir)
+}
+
+/// A fresh state directory for the shims, under /run like the node's (tmpfs), removed
+/// with the run. Traversable (0711) like the node's, for the containers' host IDs.
+fn bench_state_dir() -> Result<tempfile::TempDir> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::Builder::new()
+        .prefix("stockade-bench-state-")
+        .tempdir_in("/run")
+        .context("creating the shims' state dir under /run")?;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711))?;
+    Ok(dir)
 }
 
 fn write_results(dir: &Path, results: &Results) -> Result<()> {
