@@ -301,8 +301,29 @@ impl<'a> Folder<'a> {
     }
 }
 
+/// Frames on nearly every stack (system-call entry, goroutine and thread starts): they
+/// say nothing about where the time goes, so the notes leave them out.
+fn generic(frame: &str) -> bool {
+    const GENERIC: &[&str] = &[
+        "[unknown]",
+        "do_syscall_64",
+        "entry_SYSCALL_64_after_hwframe",
+        "x64_sys_call",
+        "runtime.goexit.abi0",
+        "_start",
+        "__libc_start_main",
+        "__libc_start_call_main",
+        "main",
+        "start_thread",
+        "clone3",
+        "ret_from_fork",
+        "ret_from_fork_asm",
+    ];
+    GENERIC.contains(&frame) || frame.starts_with("syscall.") || frame.contains("internal/syscall.")
+}
+
 /// Samples per process (the graphs' first level) and per frame (inclusive, each frame
-/// counted once per stack), largest first.
+/// counted once per stack; generic frames left out), largest first.
 type Counts = Vec<(String, u64)>;
 
 fn shares(stacks: &BTreeMap<String, u64>) -> (Counts, Counts) {
@@ -312,7 +333,7 @@ fn shares(stacks: &BTreeMap<String, u64>) -> (Counts, Counts) {
         let mut parts = stack.split(';');
         let p = parts.next().unwrap_or("");
         *procs.entry(p.to_string()).or_default() += n;
-        let seen: HashSet<&str> = parts.collect();
+        let seen: HashSet<&str> = parts.filter(|f| !generic(f)).collect();
         for f in seen {
             *frames.entry(format!("{p}: {f}")).or_default() += n;
         }
@@ -364,26 +385,6 @@ pub fn run(c: &Containerd, rts: &[Rt], cycles: usize, perf_note: &str) -> Result
                     let total: u64 = st.values().sum();
                     let ms = total as f64 * 1e3 / f64::from(HZ) / cycles.max(1) as f64;
                     sec.push(&rt.label, &format!("{phase} cpu_ms"), "ms", ms);
-                    let (procs, frames) = shares(&st);
-                    let pct = |n: u64| 100.0 * n as f64 / total.max(1) as f64;
-                    sec.notes.push(format!(
-                        "{} {phase}: {total} samples; by process: {}. Largest frames \
-                         (inclusive): {}.",
-                        rt.label,
-                        procs
-                            .iter()
-                            .take(6)
-                            .map(|(p, n)| format!("{p} {:.0}%", pct(*n)))
-                            .collect::<Vec<_>>()
-                            .join(", "),
-                        frames
-                            .iter()
-                            .filter(|(f, _)| !f.ends_with(": [unknown]"))
-                            .take(12)
-                            .map(|(f, n)| format!("`{f}` {:.0}%", pct(*n)))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ));
                     sec.stacks.insert(
                         format!("{}/{phase}", rt.label),
                         st.into_iter().map(|(k, n)| format!("{k} {n}")).collect(),
@@ -448,6 +449,43 @@ fn record_runtime(
         bail!("no samples of our processes inside the timed calls");
     }
     Ok(std::mem::take(&mut folder.stacks))
+}
+
+/// Per recorded (runtime, phase): samples, shares by process, largest frames.
+pub fn notes(sec: &Section) -> Vec<String> {
+    let mut out = Vec::new();
+    for (key, lines) in &sec.stacks {
+        let st: BTreeMap<String, u64> = lines
+            .iter()
+            .filter_map(|l| {
+                let (k, n) = l.rsplit_once(' ')?;
+                Some((k.to_string(), n.parse().ok()?))
+            })
+            .collect();
+        let total: u64 = st.values().sum();
+        let (procs, frames) = shares(&st);
+        let pct = |n: u64| 100.0 * n as f64 / total.max(1) as f64;
+        let list = |v: &[(String, u64)], n: usize, quote: bool| {
+            v.iter()
+                .take(n)
+                .map(|(f, c)| {
+                    if quote {
+                        format!("`{f}` {:.0}%", pct(*c))
+                    } else {
+                        format!("{f} {:.0}%", pct(*c))
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        out.push(format!(
+            "{key}: {total} samples; by process: {}. Largest frames (inclusive, without \
+             system-call entry and thread starts): {}.",
+            list(&procs, 6, false),
+            list(&frames, 12, true)
+        ));
+    }
+    out
 }
 
 /// One flame graph per recorded (runtime, phase).

@@ -73,6 +73,9 @@ fn cdf_metrics(id: &str) -> &'static [&'static str] {
 /// under its default seccomp profile), Stockade against plain runc too.
 fn derived_notes(sec: &Section, known: &[String]) -> Vec<String> {
     let mut out = Vec::new();
+    if sec.id == "flame" {
+        return flame::notes(sec);
+    }
     let reference = "runc";
     if sec.id != "workload" || sec.samples(reference, "getppid").is_none() {
         return out;
