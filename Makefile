@@ -78,9 +78,10 @@ demo: deps-demo
 	$(CARGO) build -q -p containerd-shim-stockade-v1 -p stockade-integration --bin stockade-demo
 	$(CARGO) run -q -p stockade-integration --bin stockade-demo
 
-# Stockade against runc on this node (root; the packages from `make deps`). The full run
-# refreshes bench/results/latest/; bench-quick is CI's smoke test of the harness (< 1 min)
-# and checks that the report was produced.
+# Stockade against runc on this node (root; the packages from `make deps`, plus
+# linux-perf from bench/setup.sh). The full run refreshes bench/results/latest/;
+# bench-quick is CI's smoke test of the harness (about a minute) and checks that the
+# report was produced. Counts: BENCH_FLAGS, e.g. "--scale-levels 0,50 --flame-cycles 5".
 BENCH_PROFILE ?= release
 BENCH_QUICK_PROFILE ?= dev
 BENCH_FLAGS ?=
@@ -92,11 +93,13 @@ security-report: deps-test build
 	@cat target/security-report.md
 
 bench: deps-demo
-	$(CARGO) build --profile $(BENCH_PROFILE) -p containerd-shim-stockade-v1 -p stockade-bench
+	./bench/setup.sh
+	$(CARGO) build --profile $(BENCH_PROFILE) -p containerd-shim-stockade-v1 -p stockade-bench-null-shim -p stockade-bench
 	$(call bench_dir,$(BENCH_PROFILE))/stockade-bench $(BENCH_FLAGS)
 
 bench-quick: deps-demo
-	$(CARGO) build --profile $(BENCH_QUICK_PROFILE) -p containerd-shim-stockade-v1 -p stockade-bench
+	./bench/setup.sh
+	$(CARGO) build --profile $(BENCH_QUICK_PROFILE) -p containerd-shim-stockade-v1 -p stockade-bench-null-shim -p stockade-bench
 	rm -rf $(BENCH_QUICK_OUT)
 	$(call bench_dir,$(BENCH_QUICK_PROFILE))/stockade-bench --quick --out $(BENCH_QUICK_OUT) $(BENCH_FLAGS)
 	./bench/check-report.sh $(BENCH_QUICK_OUT)

@@ -81,6 +81,8 @@ pub struct Containerd {
     /// The Stockade shims' state directory (`STOCKADE_STATE_DIR` in containerd's
     /// environment; /run/stockade unless the instance was started with another).
     pub stockade_state: StateDir,
+    /// Appended to the generated config.
+    extra_config: String,
     child: Option<Child>,
     /// Network namespaces of CRI pods (under /run/netns), unmounted on Drop if left.
     netns: Arc<Mutex<Vec<PathBuf>>>,
@@ -102,6 +104,12 @@ impl Containerd {
     /// [`Containerd::start`], with the Stockade shims keeping their state in `state_dir`
     /// (an absolute path; None: a directory of the instance's own).
     pub fn start_with_state_dir(state_dir: Option<&Path>) -> Result<Containerd> {
+        Containerd::start_with(state_dir, "")
+    }
+
+    /// [`Containerd::start_with_state_dir`], with `extra_config` appended to the config
+    /// (whole TOML tables, e.g. another CRI runtime handler for the benchmark).
+    pub fn start_with(state_dir: Option<&Path>, extra_config: &str) -> Result<Containerd> {
         for tool in ["containerd", "ctr", "runc", "ip"] {
             paths::require_tool(tool)?;
         }
@@ -144,6 +152,7 @@ impl Containerd {
             bridge,
             shim_dir,
             stockade_state,
+            extra_config: extra_config.to_string(),
             child: None,
             netns: Arc::new(Mutex::new(Vec::new())),
         };
@@ -275,6 +284,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             cni_bin = CNI_BIN_DIR,
             cni_conf = toml_str(&self.dir.join("cni/net.d")),
         );
+        s.push_str(&self.extra_config);
         s
     }
 
