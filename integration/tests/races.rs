@@ -43,7 +43,9 @@ fn cri_calls_racing_the_exit(rt: &TestRuntime) {
         let (exec, stop) = std::thread::scope(|s| {
             let exec = s.spawn(|| {
                 let cri = c.cri().unwrap();
-                cri.exec_sync(&id, &["true"]).map(|_| ()).map_err(|e| format!("{e:#}"))
+                cri.exec_sync(&id, &["true"])
+                    .map(|_| ())
+                    .map_err(|e| format!("{e:#}"))
             });
             let stop = s.spawn(|| {
                 let cri = c.cri().unwrap();
@@ -54,7 +56,13 @@ fn cri_calls_racing_the_exit(rt: &TestRuntime) {
         for (call, result) in [("ExecSync", exec), ("StopContainer", stop)] {
             let outcome = match &result {
                 Ok(()) => "ok".to_string(),
-                Err(e) => e.lines().last().unwrap_or_default().chars().take(120).collect(),
+                Err(e) => e
+                    .lines()
+                    .last()
+                    .unwrap_or_default()
+                    .chars()
+                    .take(120)
+                    .collect(),
             };
             *seen.entry(format!("{call}: {outcome}")).or_default() += 1;
             if let Err(e) = result {
@@ -81,7 +89,11 @@ fn ctr_calls_racing_the_exit(c: &Containerd, rt: &TestRuntime) {
     for round in 0..rounds() {
         let id = format!("race-{round}");
         let out = common::ctr_run(c, rt, &["-d"], &id, &["true"]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let (kill, exec) = std::thread::scope(|s| {
             let kill = s.spawn(|| c.ctr(&["tasks", "kill", "-s", "SIGKILL", &id]));
             let exec = s.spawn(|| c.ctr(&["tasks", "exec", "--exec-id", "e", &id, "true"]));

@@ -426,7 +426,6 @@ fn idmap(
     .collect()
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,6 +14,7 @@ use stockade_runtime::audit::AuditEvent;
 use stockade_runtime::hardener::{self, HardenContext, Hardened};
 use stockade_runtime::pod::{PodIdentity, ANNOTATION_IMAGE_NAME};
 use stockade_runtime::profile::Profile;
+use tracing::Instrument;
 
 use super::process::{Container, Proc};
 use super::spawn::Spawned;
@@ -41,6 +42,11 @@ struct Decision {
 
 impl TaskService {
     pub(super) async fn create(&self, req: CreateTaskRequest) -> Result<CreateTaskResponse> {
+        let span = tracing::debug_span!("create", container = %req.id);
+        self.create_container(req).instrument(span).await
+    }
+
+    async fn create_container(&self, req: CreateTaskRequest) -> Result<CreateTaskResponse> {
         let received = Instant::now();
         let id = req.id.clone();
         let bundle = PathBuf::from(&req.bundle);
@@ -53,7 +59,10 @@ impl TaskService {
                 req.checkpoint
             )));
         }
-        let d = self.decide(&req, &bundle).await?;
+        let d = self
+            .decide(&req, &bundle)
+            .instrument(tracing::debug_span!("create.decide"))
+            .await?;
 
         let mut undo = Undo::new(&id, &bundle);
         // Recorded before the sandbox's range is taken: if the shim dies from here on,
@@ -94,7 +103,8 @@ impl TaskService {
             // The shim runs in the host's network namespace.
             netns_path_is_host: stockade_runtime::namespaces::spec_netns_is_host(&d.spec),
         };
-        let outcome = hardener::harden(d.spec.clone(), &d.profile, &ctx);
+        let outcome = tracing::debug_span!("create.harden")
+            .in_scope(|| hardener::harden(d.spec.clone(), &d.profile, &ctx));
         audit::record(
             &d.profile,
             AuditEvent::from_outcome(
@@ -185,8 +195,8 @@ impl TaskService {
         let profile_path = state::profile_path(req.options.as_ref())
             .map_err(|e| ShimError::InvalidArgument(format!("{e:#}")))?;
         let profile = {
-            let p = profile_path.clone();
-            tokio::task::spawn_blocking(move || Profile::load(&p))
+            let (service, p) = (self.clone(), profile_path.clone());
+            tokio::task::spawn_blocking(move || service.inner.profiles.load(&p))
                 .await
                 .map_err(|e| ShimError::Internal(e.into()))?
                 .map_err(|e| ShimError::InvalidArgument(e.to_string()))?
@@ -205,7 +215,7 @@ impl TaskService {
         };
         Ok(Decision {
             profile_path,
-            profile: Arc::new(profile),
+            profile,
             source,
             spec,
             image: annotations.get(ANNOTATION_IMAGE_NAME).cloned(),
@@ -272,8 +282,13 @@ impl TaskService {
                 range: ctx.id_range,
                 userns: ctx.pod_userns.clone(),
             };
-            self.inner.launcher.call(mount, Vec::new()).await?;
+            self.inner
+                .launcher
+                .call(mount, Vec::new())
+                .instrument(tracing::debug_span!("create.mount_rootfs"))
+                .await?;
         }
+        let bundle_span = tracing::debug_span!("create.bundle").entered();
         host.open_bundle(&hardened.spec, &bundle, ctx.id_range)?;
         undo.push(UndoStep::UnstageBinds);
         host.stage_binds(&mut hardened.spec, &bundle)?;
@@ -292,6 +307,7 @@ impl TaskService {
         std::fs::write(&plan_path, serde_json::to_vec(&plan)?)
             .with_context(|| format!("writing {}", plan_path.display()))?;
 
+        drop(bundle_span);
         undo.push(UndoStep::SweepCgroups {
             record: Box::new(record.clone()),
         });
@@ -307,6 +323,7 @@ impl TaskService {
                 netns,
                 sysctls,
             })
+            .instrument(tracing::debug_span!("create.libcontainer"))
             .await;
         match spawned {
             Ok(s) => {
