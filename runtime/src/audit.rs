@@ -122,6 +122,10 @@ pub struct AuditEvent {
     /// `policy.run_as_root = "audit"`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub findings: Vec<Finding>,
+    /// For a pod sandbox: [`AuditEvent::with_image`] keeps the identity's image (none
+    /// under CRI), since only the pod could have written the annotation.
+    #[serde(skip)]
+    image_from_identity: bool,
 }
 
 /// The part of a line `stockade monitor` reads back.
@@ -159,6 +163,7 @@ impl AuditEvent {
             changes: Vec::new(),
             notes: Vec::new(),
             findings: Vec::new(),
+            image_from_identity: pod.is_sandbox,
         }
     }
 
@@ -224,8 +229,12 @@ impl AuditEvent {
         self
     }
 
+    /// The container's image (`io.kubernetes.cri.image-name`); ignored for a pod sandbox,
+    /// whose identity ([`PodIdentity::image`]) already holds the only trusted one.
     pub fn with_image(mut self, image: Option<&str>) -> Self {
-        self.image = image.filter(|i| !i.is_empty()).map(str::to_string);
+        if !self.image_from_identity {
+            self.image = image.filter(|i| !i.is_empty()).map(str::to_string);
+        }
         self
     }
 
@@ -428,6 +437,19 @@ mod tests {
         assert_eq!(v["findings"][0]["rule"], "run-as-root");
         let back = AuditLine::parse(std::str::from_utf8(&line).unwrap()).unwrap();
         assert_eq!(back.findings, report.findings);
+    }
+
+    #[test]
+    fn a_sandboxs_image_annotation_is_not_audited() {
+        let sandbox = PodIdentity {
+            is_sandbox: true,
+            ..pod()
+        };
+        let report = Report::default();
+        let e = AuditEvent::hardened("sb1", &sandbox, "p", &report).with_image(Some("evil/x"));
+        assert_eq!(e.image, None);
+        let e = AuditEvent::hardened("c", &pod(), "p", &report).with_image(Some("nginx"));
+        assert_eq!(e.image.as_deref(), Some("nginx"));
     }
 
     #[test]

@@ -121,7 +121,7 @@ fn check_run_as_root(
         "the container's process would run as root: UID 0, GID {} (the user of {image}, or \
          the pod's runAsUser); run it as an application user: in Kubernetes set \
          securityContext.runAsUser (e.g. 1000) and runAsNonRoot: true on the pod or \
-         container, or USER in the image; with ctr, --user 1000:1000",
+         container, or USER in the image; with `ctr run` (containerd 2), --user 1000:1000",
         user.gid()
     );
     if mode == RootPolicy::Deny {
