@@ -7,6 +7,7 @@ mod common;
 
 use std::time::Duration;
 
+use stockade_integration::exec::wait_for;
 use stockade_integration::runtimes::TestRuntime;
 use stockade_integration::Containerd;
 
@@ -71,9 +72,13 @@ fn cri_calls_racing_the_exit(rt: &TestRuntime) {
                 }
             }
         }
-        // A Stop that lost the race to an exec may return before the exit is recorded.
-        cri.stop_container(&id, 2).unwrap();
-        cri.remove_container(&id).unwrap();
+        // containerd records the exit from the task's event: until then Remove says the
+        // container still runs (under runc too); kubelet retries, and so does this.
+        wait_for("RemoveContainer", common::WAIT, || {
+            cri.stop_container(&id, 2).ok()?;
+            cri.remove_container(&id).ok()
+        })
+        .unwrap();
     }
     eprintln!("{} outcomes: {seen:#?}", rt.label);
     cri.stop_pod_sandbox(&pod).unwrap();
