@@ -63,6 +63,7 @@ install: release
 	install -D -m 0644 $(PROFILE_DIR)/default.toml $(ETC)/default.toml
 	install -D -m 0644 $(PROFILE_DIR)/strict.toml $(ETC)/strict.toml
 	install -D -m 0644 $(PROFILE_DIR)/seccomp/default.json $(ETC)/seccomp/default.json
+	install -D -m 0644 $(PROFILE_DIR)/seccomp/strict.json $(ETC)/seccomp/strict.json
 	$(PREFIX)/bin/stockade profile check $(ETC)/default.toml
 	$(PREFIX)/bin/stockade profile check $(ETC)/strict.toml
 	@echo "Installed. Add deploy/containerd-stockade.toml to /etc/containerd/config.toml and restart containerd."

@@ -15,7 +15,7 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use stockade_runtime::hardener::{self, HardenContext, HardenError};
-use stockade_runtime::idrange::IdRange;
+use stockade_runtime::idrange::{IdRange, REUSE_POLICY};
 use stockade_runtime::namespaces;
 use stockade_runtime::pod::PodIdentity;
 use stockade_runtime::profile::Profile;
@@ -124,9 +124,13 @@ fn check_profile(file: &std::path::Path) -> Result<ExitCode> {
     let pods = profile.userns.size / profile.userns.ids_per_pod;
     println!("{}: profile {:?} is valid", file.display(), profile.name);
     println!("  capabilities: {}", allow.join(", "));
+    let seccomp_files: Vec<String> = std::iter::once(&profile.seccomp.file)
+        .chain(&profile.seccomp.narrowing)
+        .map(|f| f.display().to_string())
+        .collect();
     println!(
         "  seccomp:      {} ({} BPF instructions on this architecture, denials logged: {})",
-        profile.seccomp.file.display(),
+        seccomp_files.join(" narrowed by "),
         compiled.instruction_count(),
         profile.seccomp.log_denials
     );
@@ -136,8 +140,16 @@ fn check_profile(file: &std::path::Path) -> Result<ExitCode> {
         profile.paths.readonly.len()
     );
     println!(
-        "  user IDs:     {} pods of {} IDs from host ID {}",
+        "  user IDs:     {} pods of {} IDs from host ID {}; reuse: {REUSE_POLICY}",
         pods, profile.userns.ids_per_pod, profile.userns.first_id
+    );
+    let devices = match profile.policy.allowed_devices.as_slice() {
+        [] => "none beyond the OCI defaults".to_string(),
+        list => list.join(", "),
+    };
+    println!(
+        "  rules:        host-devices: {devices}; run-as-root: {:?}",
+        profile.policy.run_as_root
     );
     println!(
         "  limits:       default cpu {:.2} / memory {} / pids {}; ceiling cpu {:.2} / memory {} / pids {}; above the ceiling: {:?}",
@@ -212,6 +224,12 @@ fn harden(
         }
         for note in &hardened.report.notes {
             eprintln!("  {:<13} {}", "note", note);
+        }
+        for finding in &hardened.report.findings {
+            eprintln!(
+                "  {:<13} rule `{}`: {}",
+                "finding", finding.rule, finding.reason
+            );
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -40,6 +40,7 @@ fn serves_metrics_that_promtool_accepts_and_counts_refusals() {
         namespace: Some("default".into()),
         pod_name: Some("hostnet".into()),
         container_name: None,
+        image: None,
     };
     let refusal = Refusal {
         rule: Rule::HostNetwork,

@@ -248,6 +248,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 
 [{cri}.containerd.runtimes.runc]
   runtime_type = "{runc}"
+  {passthrough}
 
 [{cri}.containerd.runtimes.runc.options]
   Root = {runc_root}
@@ -255,12 +256,14 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 
 [{cri}.containerd.runtimes.stockade]
   runtime_type = "{stockade}"
+  {passthrough}
 
 [{cri}.containerd.runtimes.stockade.options]
   ConfigPath = {default_profile}
 
 [{cri}.containerd.runtimes.stockade-strict]
   runtime_type = "{stockade}"
+  {passthrough}
 
 [{cri}.containerd.runtimes.stockade-strict.options]
   ConfigPath = {strict_profile}
@@ -282,6 +285,10 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             default_profile = toml_str(&profiles.join("default.toml")),
             strict_profile = toml_str(&profiles.join("strict.toml")),
             cni_bin = CNI_BIN_DIR,
+            // Every pod and container annotation reaches the spec (the worst case an
+            // operator can configure): the security suite checks that none of them
+            // changes a decision.
+            passthrough = "pod_annotations = [\"*\"]\n  container_annotations = [\"*\"]",
             cni_conf = toml_str(&self.dir.join("cni/net.d")),
         );
         s.push_str(&self.extra_config);

@@ -288,6 +288,7 @@ fn record(id: &str, sandbox: &str, name: &str, cgroups_path: &str, pid: i32) -> 
         namespace: Some("monitor-test".into()),
         pod_name: Some(format!("pod-{sandbox}")),
         container_name: Some(name.into()),
+        image: None,
     };
     let mut record = ContainerRecord::new(id, &pod, "e2e", cgroups_path, pid, None);
     record.start_latency_ms = Some(180.0);
@@ -354,6 +355,7 @@ fn denials_ooms_and_refusals_reach_the_exporter() {
         namespace: Some("monitor-test".into()),
         pod_name: Some("privileged-pod".into()),
         container_name: None,
+        image: None,
     };
     let refusal = Refusal {
         rule: Rule::Privileged,

@@ -78,13 +78,11 @@ pub fn value(metrics: &str, series: &str) -> Option<f64> {
 /// seccomp file resolved and its audit log at `dir/audit.jsonl`.
 pub fn profile_copy(dir: &Path, name: &str) -> PathBuf {
     let shipped = std::fs::read_to_string(root().join("profiles").join(name)).unwrap();
-    let seccomp = root().join("profiles/seccomp/default.json");
+    // Every relative "seccomp/..." file (profile, strict's narrow) at the shipped one.
+    let seccomp = root().join("profiles/seccomp");
     let trail = dir.join("audit.jsonl");
     let text = shipped
-        .replace(
-            "profile = \"seccomp/default.json\"",
-            &format!("profile = {:?}", seccomp.display().to_string()),
-        )
+        .replace("\"seccomp/", &format!("\"{}/", seccomp.display()))
         .replace(
             "log = \"/var/log/stockade/audit.jsonl\"",
             &format!("log = {:?}", trail.display().to_string()),

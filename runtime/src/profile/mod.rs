@@ -8,6 +8,8 @@ use serde::Deserialize;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+mod seccomp;
+
 /// A profile that could not be loaded: which file, which key, what is wrong.
 #[derive(Debug, thiserror::Error)]
 pub struct ProfileError {
@@ -38,6 +40,18 @@ impl fmt::Display for ProfileError {
 #[serde(rename_all = "lowercase")]
 pub enum Verdict {
     Allow,
+    Deny,
+}
+
+/// What the `run-as-root` rule does with an app container whose process runs as UID 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RootPolicy {
+    /// Let it run, silently.
+    Allow,
+    /// Let it run and record it (a `findings` entry in the audit line, a log line).
+    Audit,
+    /// Refuse it.
     Deny,
 }
 
@@ -84,7 +98,10 @@ pub struct PathSettings {
 pub struct SeccompSettings {
     /// Resolved path of the default seccomp profile.
     pub file: PathBuf,
-    /// The parsed default profile (validated: it compiles for the running architecture).
+    /// Resolved paths of the narrowing files (`seccomp.narrow`) merged into `profile`.
+    pub narrowing: Vec<PathBuf>,
+    /// The default profile with the narrowing files' deny rules appended (validated: it
+    /// compiles for the running architecture).
     pub profile: LinuxSeccomp,
     /// Install with SECCOMP_FILTER_FLAG_LOG so the kernel audits denials.
     pub log_denials: bool,
@@ -129,6 +146,11 @@ pub struct PolicySettings {
     /// Sysctls a container may set (names, or prefixes ending in `*`); default:
     /// Kubernetes' safe set.
     pub allowed_sysctls: Vec<String>,
+    /// Device paths (as the container sees them, under /dev) a container may be given
+    /// beyond the OCI defaults (`host-devices` rule); empty means none.
+    pub allowed_devices: Vec<String>,
+    /// App containers whose process runs as UID 0 (`run-as-root` rule).
+    pub run_as_root: RootPolicy,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -180,6 +202,9 @@ struct RawPaths {
 #[serde(deny_unknown_fields)]
 struct RawSeccomp {
     profile: PathBuf,
+    /// Files whose deny rules narrow `profile` for this profile only.
+    #[serde(default)]
+    narrow: Vec<PathBuf>,
     #[serde(default = "default_true")]
     log_denials: bool,
 }
@@ -244,6 +269,10 @@ struct RawPolicy {
     allowed_registries: Vec<String>,
     #[serde(default = "kubernetes_safe_sysctls")]
     allowed_sysctls: Vec<String>,
+    #[serde(default)]
+    allowed_devices: Vec<String>,
+    #[serde(default = "default_run_as_root")]
+    run_as_root: RootPolicy,
 }
 
 /// A sysctl name (`net.ipv4.tcp_syncookies`) or a prefix ending in `*` (`net.ipv4.tcp_*`).
@@ -264,6 +293,11 @@ fn kubernetes_safe_sysctls() -> Vec<String> {
         .iter()
         .map(|s| s.to_string())
         .collect()
+}
+
+/// Profiles written before the rule existed record root containers without refusing them.
+fn default_run_as_root() -> RootPolicy {
+    RootPolicy::Audit
 }
 
 #[derive(Deserialize, Default)]
@@ -351,6 +385,10 @@ impl Profile {
             validate_sysctl_pattern(name)
                 .map_err(|problem| err(&format!("policy.allowed_sysctls[{i}]"), problem))?;
         }
+        for (i, device) in raw.policy.allowed_devices.iter().enumerate() {
+            validate_device_path(device, &raw.policy.allowed_devices[..i])
+                .map_err(|problem| err(&format!("policy.allowed_devices[{i}]"), problem))?;
+        }
         let policy = PolicySettings {
             privileged: raw.policy.privileged,
             host_network: raw.policy.host_network,
@@ -359,6 +397,8 @@ impl Profile {
             extra_capabilities: raw.policy.extra_capabilities,
             allowed_registries: raw.policy.allowed_registries,
             allowed_sysctls: raw.policy.allowed_sysctls,
+            allowed_devices: raw.policy.allowed_devices,
+            run_as_root: raw.policy.run_as_root,
         };
 
         if let Some(log) = &raw.audit.log {
@@ -367,7 +407,7 @@ impl Profile {
             }
         }
         // Last: the most expensive check (reads and compiles the seccomp file).
-        let seccomp = load_seccomp(raw.seccomp, source, &err)?;
+        let seccomp = seccomp::load(raw.seccomp, source, &err)?;
 
         Ok(Profile {
             name: raw.name,
@@ -429,65 +469,6 @@ fn validate_paths(
         }
     }
     Ok(paths)
-}
-
-fn load_seccomp(
-    raw: RawSeccomp,
-    source: &Path,
-    err: &impl Fn(&str, String) -> ProfileError,
-) -> Result<SeccompSettings, ProfileError> {
-    let file = if raw.profile.is_absolute() {
-        raw.profile
-    } else {
-        source
-            .parent()
-            .unwrap_or_else(|| Path::new("."))
-            .join(raw.profile)
-    };
-    let profile =
-        crate::seccomp::load_file(&file).map_err(|e| err("seccomp.profile", e.to_string()))?;
-    crate::seccomp::compile(&profile).map_err(|e| {
-        err(
-            "seccomp.profile",
-            format!("{} does not compile: {e}", file.display()),
-        )
-    })?;
-    check_seccomp_duplicates(&profile)
-        .map_err(|problem| err("seccomp.profile", format!("{}: {problem}", file.display())))?;
-    Ok(SeccompSettings {
-        file,
-        profile,
-        log_denials: raw.log_denials,
-    })
-}
-
-/// The node's default filter is the operator's statement of what containers may call: a
-/// syscall named in two rules without argument conditions is a mistake (a copy-paste, or
-/// two intentions of which only the most restrictive would take effect), as a capability
-/// or path listed twice is. Rules with conditions may share names (moby's `personality`,
-/// an unconditional `ioctl` narrowed by a conditional ERRNO).
-fn check_seccomp_duplicates(profile: &LinuxSeccomp) -> Result<(), String> {
-    let mut first = std::collections::HashMap::new();
-    for (i, rule) in profile.syscalls().iter().flatten().enumerate() {
-        if rule.args().as_ref().is_some_and(|a| !a.is_empty()) {
-            continue;
-        }
-        for name in rule.names() {
-            let Some((j, action)) = first.insert(name.as_str(), (i, rule.action())) else {
-                continue;
-            };
-            return Err(if j == i {
-                format!("syscalls[{i}] names `{name}` twice")
-            } else {
-                format!(
-                    "`{name}` has unconditional rules in syscalls[{j}] ({action}) and \
-                     syscalls[{i}] ({}): keep one",
-                    rule.action()
-                )
-            });
-        }
-    }
-    Ok(())
 }
 
 fn validate_userns(
@@ -651,6 +632,23 @@ fn parse_byte_size(size: &ByteSize) -> Result<i64, String> {
         .ok_or_else(|| format!("{text:?} is too large"))
 }
 
+/// An allowed device: an absolute path under /dev, without `..`, listed once.
+fn validate_device_path(device: &str, earlier: &[String]) -> Result<(), String> {
+    let path = Path::new(device);
+    if !path.starts_with("/dev") || path == Path::new("/dev") {
+        return Err(format!(
+            "{device:?} is not a device path under /dev (e.g. \"/dev/fuse\")"
+        ));
+    }
+    if path.components().any(|c| c.as_os_str() == "..") {
+        return Err(format!("{device:?} must not contain `..`"));
+    }
+    if earlier.iter().any(|d| d == device) {
+        return Err(format!("{device:?} is listed twice"));
+    }
+    Ok(())
+}
+
 fn validate_registry_pattern(pattern: &str) -> Result<(), String> {
     if pattern.is_empty() {
         return Err("must not be empty".into());
@@ -681,202 +679,4 @@ fn validate_registry_pattern(pattern: &str) -> Result<(), String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn byte_sizes() {
-        let t = |s: &str| parse_byte_size(&ByteSize::Text(s.into()));
-        assert_eq!(t("512Mi"), Ok(512 << 20));
-        assert_eq!(t("2Gi"), Ok(2 << 30));
-        assert_eq!(t("64MiB"), Ok(64 << 20));
-        assert_eq!(t("1G"), Ok(1_000_000_000));
-        assert_eq!(t("4096"), Ok(4096));
-        assert!(t("12 parsecs").is_err());
-        assert!(t("Mi").is_err());
-        assert!(t("99999999999Ti").is_err());
-    }
-
-    #[test]
-    fn capability_names_with_and_without_prefix() {
-        assert_eq!(parse_capability("CHOWN"), Some(Capability::Chown));
-        assert_eq!(
-            parse_capability("cap_sys_admin"),
-            Some(Capability::SysAdmin)
-        );
-        assert_eq!(parse_capability("CAP_FLY"), None);
-    }
-
-    /// The shipped default profile with `from` replaced by `to` (and its seccomp file
-    /// absolute, or replaced by `seccomp` written next to it), parsed.
-    fn variant(from: &str, to: &str, seccomp: Option<&str>) -> Result<Profile, ProfileError> {
-        let dir = tempfile::tempdir().unwrap();
-        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../profiles");
-        let seccomp_file = match seccomp {
-            Some(json) => {
-                let f = dir.path().join("seccomp.json");
-                std::fs::write(&f, json).unwrap();
-                f
-            }
-            None => shipped.join("seccomp/default.json"),
-        };
-        let text = std::fs::read_to_string(shipped.join("default.toml")).unwrap();
-        assert!(text.contains(from), "{from}");
-        let text = text.replacen(from, to, 1).replace(
-            "profile = \"seccomp/default.json\"",
-            &format!("profile = {:?}", seccomp_file),
-        );
-        Profile::parse(&text, &dir.path().join("bad.toml"))
-    }
-
-    #[test]
-    fn absurd_profiles_name_the_key_and_the_problem() {
-        let cases: &[(&str, &str, &str, &str)] = &[
-            ("pids = 1024", "pids = = 1024", "", "(line "),
-            (
-                "pids = 1024",
-                "pids = 1024\nswap = 1",
-                "cgroups.defaults.swap",
-                "unknown field",
-            ),
-            (
-                "pids = 1024",
-                "pids = \"lots\"",
-                "cgroups.defaults.pids",
-                "invalid type",
-            ),
-            (
-                "memory = \"8Gi\"",
-                "memory = -1",
-                "cgroups.ceilings.memory",
-                "below the minimum",
-            ),
-            (
-                "memory = \"8Gi\"",
-                "memory = \"-8Gi\"",
-                "cgroups.ceilings.memory",
-                "not a size",
-            ),
-            (
-                "pids = 8192",
-                "pids = 0",
-                "cgroups.ceilings.pids",
-                "at least 1",
-            ),
-            (
-                "pids = 1024",
-                "pids = 0",
-                "cgroups.defaults.pids",
-                "at least 1",
-            ),
-            (
-                "ids_per_pod = 65536",
-                "ids_per_pod = 0",
-                "userns.ids_per_pod",
-                "too small",
-            ),
-            (
-                "ids_per_pod = 65536",
-                "ids_per_pod = 134217728",
-                "userns.ids_per_pod",
-                "larger than the whole pool",
-            ),
-            (
-                "size = 67108864",
-                "size = 0",
-                "userns.size",
-                "non-zero multiple",
-            ),
-            (
-                "\"CHOWN\",",
-                "\"CHOWN\", \"CAP_FLY\",",
-                "capabilities.allow[1]",
-                "unknown capability \"CAP_FLY\"",
-            ),
-            (
-                "cpu = 2.0",
-                "cpu = -1.0",
-                "cgroups.ceilings.cpu",
-                "not between",
-            ),
-        ];
-        for (from, to, key, problem) in cases {
-            let e = variant(from, to, None).unwrap_err();
-            assert_eq!(e.key, *key, "{to}: {e}");
-            assert!(e.problem.contains(problem), "{to}: {e}");
-            let text = e.to_string();
-            assert!(
-                text.contains("bad.toml") && !text.contains('\n'),
-                "{text:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn broken_seccomp_files_name_the_file_and_the_problem() {
-        let cases: &[(&str, &[&str])] = &[
-            (
-                r#"{"defaultAction":"SCMP_ACT_ERRNO","syscalls":["#,
-                &["seccomp.json", "EOF"],
-            ),
-            (
-                r#"{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[{"names":["read","frobnicate"],"action":"SCMP_ACT_ALLOW"}]}"#,
-                &["seccomp.json", "`frobnicate` is unknown"],
-            ),
-            (
-                r#"{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[{"names":["read"],"action":"SCMP_ACT_EXPLODE"}]}"#,
-                &["seccomp.json", "SCMP_ACT_EXPLODE"],
-            ),
-            (
-                r#"{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[{"names":["read","getcwd"],"action":"SCMP_ACT_ALLOW"},
-                   {"names":["getcwd"],"action":"SCMP_ACT_ERRNO","errnoRet":13}]}"#,
-                &[
-                    "seccomp.json",
-                    "`getcwd`",
-                    "syscalls[0] (SCMP_ACT_ALLOW)",
-                    "syscalls[1] (SCMP_ACT_ERRNO)",
-                ],
-            ),
-            (
-                r#"{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[{"names":["read","read"],"action":"SCMP_ACT_ALLOW"}]}"#,
-                &["seccomp.json", "syscalls[0] names `read` twice"],
-            ),
-        ];
-        for (json, needles) in cases {
-            let e = variant("log_denials = true", "log_denials = true", Some(json)).unwrap_err();
-            assert_eq!(e.key, "seccomp.profile", "{e}");
-            let text = e.to_string();
-            for needle in *needles {
-                assert!(text.contains(needle), "{text:?} lacks {needle:?}");
-            }
-        }
-        // Conditional rules may share a name with an unconditional one.
-        let ok = r#"{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[
-            {"names":["ioctl"],"action":"SCMP_ACT_ALLOW"},
-            {"names":["ioctl"],"action":"SCMP_ACT_ERRNO","args":[{"index":1,"value":21522,"op":"SCMP_CMP_EQ"}]}]}"#;
-        variant("log_denials = true", "log_denials = true", Some(ok)).unwrap();
-    }
-
-    #[test]
-    fn registry_patterns() {
-        for ok in [
-            "docker.io",
-            "*.azurecr.io",
-            "localhost:5000",
-            "ghcr.io/acme",
-        ] {
-            assert!(validate_registry_pattern(ok).is_ok(), "{ok}");
-        }
-        for bad in [
-            "",
-            "https://docker.io",
-            "*",
-            "doc*er.io",
-            "*.io/x",
-            "a b",
-            "x.io/",
-        ] {
-            assert!(validate_registry_pattern(bad).is_err(), "{bad}");
-        }
-    }
-}
+mod tests;

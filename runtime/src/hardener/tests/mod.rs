@@ -48,6 +48,22 @@ fn app_ctx() -> HardenContext {
     }
 }
 
+/// The spec with its process run as `uid:uid` (strict refuses root: `run-as-root`).
+fn as_user(mut spec: Spec, uid: u32) -> Spec {
+    let mut process = spec.process().clone().unwrap();
+    let mut user = process.user().clone();
+    user.set_uid(uid);
+    user.set_gid(uid);
+    process.set_user(user);
+    spec.set_process(Some(process));
+    spec
+}
+
+/// A fixture as the strict profile accepts it: run as an application user.
+fn strict_fixture(name: &str) -> Spec {
+    as_user(fixture(name), 1000)
+}
+
 fn refused_by(result: Result<Hardened, HardenError>) -> Rule {
     match result {
         Err(HardenError::Refused(r)) => r.rule,
@@ -283,7 +299,7 @@ fn extra_capabilities_are_refused_or_dropped() {
 fn strict_profile_keeps_only_net_bind_service() {
     let p = profile("strict");
     let ctx = sandbox_ctx();
-    let h = harden(fixture("ctr-default.json"), &p, &ctx).unwrap();
+    let h = harden(strict_fixture("ctr-default.json"), &p, &ctx).unwrap();
     assert_hardened(&h, &p, &ctx);
     let caps = h
         .spec
@@ -341,17 +357,27 @@ fn huge_limits_are_clamped_under_default() {
 fn huge_limits_are_refused_under_strict() {
     let p = profile("strict");
     assert_eq!(p.cgroups.on_excess, OnExcess::Refuse);
-    let spec = with_limits(fixture("ctr-default.json"), 1 << 40, 50_000, 100);
+    let spec = with_limits(strict_fixture("ctr-default.json"), 1 << 40, 50_000, 100);
     assert_eq!(
         refused_by(harden(spec, &p, &sandbox_ctx())),
         Rule::MemoryCeiling
     );
-    let spec = with_limits(fixture("ctr-default.json"), 64 << 20, 64 * 100_000, 100);
+    let spec = with_limits(
+        strict_fixture("ctr-default.json"),
+        64 << 20,
+        64 * 100_000,
+        100,
+    );
     assert_eq!(
         refused_by(harden(spec, &p, &sandbox_ctx())),
         Rule::CpuCeiling
     );
-    let spec = with_limits(fixture("ctr-default.json"), 64 << 20, 50_000, 100_000);
+    let spec = with_limits(
+        strict_fixture("ctr-default.json"),
+        64 << 20,
+        50_000,
+        100_000,
+    );
     assert_eq!(
         refused_by(harden(spec, &p, &sandbox_ctx())),
         Rule::PidsCeiling
@@ -874,3 +900,5 @@ fn a_cgroups_path_that_climbs_out_is_replaced() {
     );
     assert!(path.starts_with(&p.cgroups.parent), "{}", path.display());
 }
+
+mod rules;
