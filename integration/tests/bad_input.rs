@@ -443,7 +443,7 @@ fn absurd_specs_are_refused_with_a_named_error() {
                     "io.kubernetes.cri.sandbox-id": "no-such-pod",
                 })
             }),
-            vec!["the sandbox \"no-such-pod\"", "not managed by this shim"],
+            vec!["sandbox \"no-such-pod\"", "rule `unknown-sandbox`"],
         ),
         (
             "sandbox-id-10kB-with-control-characters",

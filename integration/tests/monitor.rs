@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use stockade_integration::paths;
 use stockade_integration::prometheus::{self, Prometheus};
 use stockade_integration::runtimes::TestRuntime;
+use stockade_integration::Containerd;
 
 /// The exporter, a child of this test: ended by PID when dropped.
 struct Monitor {
@@ -20,12 +21,15 @@ struct Monitor {
 }
 
 impl Monitor {
-    fn start() -> Monitor {
+    /// An exporter reading the node state of the shims of `c`.
+    fn start(c: &Containerd) -> Monitor {
         let bin = paths::shim_dir().expect("built binaries").join("stockade");
         let log = tempfile::NamedTempFile::new().unwrap();
         let mut child = Command::new(&bin)
             .args(["monitor", "--listen", "127.0.0.1:0", "--profile"])
             .arg(paths::profiles_dir().join("default.toml"))
+            .arg("--state-dir")
+            .arg(c.stockade_state.root())
             .env("RUST_LOG", "stockade_monitor=debug")
             .env("NO_COLOR", "1")
             .stdout(Stdio::piped())
@@ -91,7 +95,7 @@ impl Drop for Monitor {
 fn denied_syscalls_and_refusals_reach_the_exporter() {
     let c = common::start();
     let rt = TestRuntime::stockade().expect("profiles/default.toml");
-    let monitor = Monitor::start();
+    let monitor = Monitor::start(&c);
     let prom = Prometheus::start(&[monitor.addr], &[prometheus::alert_rules()])
         .expect("a private Prometheus (Debian package prometheus; `make test` installs it)");
     let id = format!("mon-{}", std::process::id());

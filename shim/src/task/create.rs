@@ -11,8 +11,8 @@ use containerd_shim_protos::api::{CreateTaskRequest, CreateTaskResponse};
 use containerd_shim_protos::events::task::{TaskCreate, TaskIO};
 use containerd_shim_protos::protobuf::MessageField;
 use stockade_runtime::audit::AuditEvent;
-use stockade_runtime::hardener::{self, HardenContext, Hardened};
-use stockade_runtime::pod::{PodIdentity, ANNOTATION_IMAGE_NAME};
+use stockade_runtime::hardener::{self, HardenContext, HardenError, Hardened};
+use stockade_runtime::pod::{self, KnownSandbox, PodIdentity};
 use stockade_runtime::profile::Profile;
 use tracing::Instrument;
 
@@ -211,6 +211,19 @@ impl TaskService {
         let pod = PodIdentity::from_annotations(&req.id, &annotations);
         let (pod_userns, pod_pids) = {
             let table = self.inner.table.lock().await;
+            let known = table.get(&pod.sandbox_id).ok().map(|s| KnownSandbox {
+                namespace: s.record.namespace.clone(),
+                is_sandbox: s.pod.is_sandbox,
+            });
+            if let Err(refusal) =
+                pod::check_sandbox(&pod, &self.inner.config.namespace, known.as_ref())
+            {
+                audit::record(
+                    &profile,
+                    AuditEvent::refused(&req.id, &pod, &profile.name, &refusal),
+                );
+                return Err(ShimError::from_harden(HardenError::Refused(refusal), None));
+            }
             (table.pod_userns(&pod)?, table.pod_pids(&pod))
         };
         Ok(Decision {
@@ -218,7 +231,7 @@ impl TaskService {
             profile,
             source,
             spec,
-            image: annotations.get(ANNOTATION_IMAGE_NAME).cloned(),
+            image: pod.image.clone(),
             pod,
             pod_userns,
             pod_pids,
