@@ -455,9 +455,9 @@ fn absurd_specs_are_refused_with_a_named_error() {
                 })
             }),
             vec![
-                "the sandbox \"a\\nb\\u{1b}[31mxxx",
+                "sandbox \"a\\nb\\u{1b}[31mxxx",
                 "... (10248 bytes)",
-                "not managed",
+                "rule `unknown-sandbox`",
             ],
         ),
         (
