@@ -2,12 +2,15 @@
 //! ([`containerd`]), a CRI client ([`cri`]), locally built test images ([`image`]), and
 //! checks of what a container really got ([`hardening`], [`cgroups`]).
 
+pub mod binaries;
 pub mod cgroups;
+pub mod config;
 pub mod containerd;
 pub mod cri;
 pub mod exec;
 pub mod hardening;
 pub mod image;
+pub mod leftovers;
 pub mod paths;
 pub mod probes;
 pub mod runtimes;
