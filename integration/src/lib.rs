@@ -7,6 +7,7 @@ pub mod cgroups;
 pub mod config;
 pub mod containerd;
 pub mod cri;
+pub mod deploy;
 pub mod exec;
 pub mod hardening;
 pub mod image;
