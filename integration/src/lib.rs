@@ -5,6 +5,7 @@
 pub mod binaries;
 pub mod cgroups;
 pub mod config;
+pub mod conformance;
 pub mod containerd;
 pub mod cri;
 pub mod deploy;
