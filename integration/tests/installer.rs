@@ -12,6 +12,7 @@ use stockade_integration::deploy::{
     config_dump, dumped_config_paths, hardened_pod_round_trip, stockade_shim_exes,
 };
 use stockade_integration::paths::{self, workspace_root, SHIM_BINARY};
+use stockade_integration::probes::describe;
 
 /// A node's directories in a temp dir: PREFIX, ETC and the profiles install.sh copies.
 struct Node {
@@ -68,15 +69,6 @@ impl Node {
         out.sort();
         out
     }
-}
-
-fn describe(out: &Output) -> String {
-    format!(
-        "{}; stdout: {}; stderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 /// The config versions a node of this containerd may have: 2.x nodes upgraded from 1.x
