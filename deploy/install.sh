@@ -109,7 +109,7 @@ for p in default.toml strict.toml; do
 done
 write_file 0644 "$DROPIN" "$dropin_text"
 add_import "$config_file" "$version" "$DROPIN"
-sha256sum <"$config_file" | cut -d' ' -f1 >"$(host "$RECORD")/config.installed.sha256"
+config_digest "$config_file" >"$(host "$RECORD")/config.installed.sha256"
 
 # containerd itself must see both runtimes in the merged config, or a silently dropped
 # section (a version mismatch, a replaced plugin table) would show up only at pod start.

@@ -42,6 +42,12 @@ restart_containerd() {
   sh -c "$RESTART_CMD" || die "restart command failed: $RESTART_CMD"
 }
 
+# sha256 of a file, `absent` if there is none (an import containerd already had may leave
+# the config uncreated).
+config_digest() {
+  if [ -e "$1" ]; then sha256sum <"$1" | cut -d' ' -f1; else echo absent; fi
+}
+
 # Major version of the node's containerd (1 or 2).
 containerd_major() {
   local out major
@@ -128,12 +134,17 @@ write_file() { # MODE DEST TEXT
 }
 
 # Is PATH matched by one of the quoted entries of an `imports = [...]` line? Relative
-# entries are relative to the config's directory, as containerd reads them.
+# entries are relative to the config's directory, as containerd 2.x reads them; 1.x reads
+# a relative glob against its working directory, so such an entry never counts there.
 imports_cover() { # LINE CONFIG_DIR PATH
   local entry
   while IFS= read -r entry; do
     [ -n "$entry" ] || continue
-    case "$entry" in /*) ;; *) entry="$2/$entry" ;; esac
+    case "$entry" in
+      /*) ;;
+      *'*'*) [ "${major:-2}" -ge 2 ] || continue; entry="$2/$entry" ;;
+      *) entry="$2/$entry" ;;
+    esac
     # shellcheck disable=SC2053 # the entry is a glob on purpose
     [[ $3 == $entry ]] && return 0
   done < <(grep -oE '"[^"]*"|'"'"'[^'"'"']*'"'" <<<"$1" | sed -e 's/^.//' -e 's/.$//')

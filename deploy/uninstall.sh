@@ -20,7 +20,7 @@ import_mode=$(grep -m1 '^import ' "$rec/actions" | cut -d' ' -f2) || import_mode
 if [ -n "$config" ]; then
   file=$(host "$config")
   installed=$(cat "$rec/config.installed.sha256" 2>/dev/null || true)
-  current=$([ -e "$file" ] && sha256sum <"$file" | cut -d' ' -f1 || true)
+  current=$(config_digest "$file")
   if [ -z "$import_mode" ] || [ -z "$installed" ] || [ "$current" = "$installed" ]; then
     # Unchanged since the install (or the install stopped before editing it): the original.
     if [ -f "$rec/config.orig" ]; then

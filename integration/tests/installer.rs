@@ -292,3 +292,49 @@ fn install_changes_only_the_stockade_runtimes() {
         assert!(out.status.success(), "{version:?}: {}", describe(&out));
     }
 }
+
+/// A config whose `imports` already matches the drop-in (a conf.d glob) is left byte for
+/// byte as it is, and containerd still reads the drop-in. (A relative glob would do on 2.x
+/// only: 1.6 reads it against its working directory, and install.sh adds its own entry.)
+#[test]
+fn an_import_the_config_already_has_is_not_added_twice() {
+    let built = paths::shim_dir().unwrap();
+    let v = match Binaries::get().unwrap().config_version() {
+        ConfigVersion::V2 => "version = 2",
+        ConfigVersion::V3 => "version = 3",
+    };
+    let node = Node::new();
+    let config = node.dir.path().join("containerd/config.toml");
+    std::fs::create_dir_all(config.parent().unwrap()).unwrap();
+    let glob = config.with_file_name("conf.d").join("*.toml");
+    let text = format!(
+        "{v}\nimports = [{:?}]  # the operator's own\n",
+        glob.display().to_string()
+    );
+    std::fs::write(&config, &text).unwrap();
+    let out = node.run("install.sh", &config, "", &built);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(std::fs::read_to_string(&config).unwrap(), text);
+    let etc = node.etc();
+    assert_eq!(
+        dumped_config_paths(&config_dump(&config).unwrap()).unwrap(),
+        [
+            (
+                "stockade".into(),
+                Some(etc.join("default.toml").display().to_string())
+            ),
+            (
+                "stockade-strict".into(),
+                Some(etc.join("strict.toml").display().to_string())
+            ),
+        ]
+    );
+    let out = node.run("uninstall.sh", &config, "", &built);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(std::fs::read_to_string(&config).unwrap(), text);
+    assert!(
+        !config.with_file_name("conf.d").exists(),
+        "drop-in dir left"
+    );
+    assert_eq!(node.tree(), Vec::<PathBuf>::new(), "files left");
+}
