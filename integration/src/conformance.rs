@@ -66,6 +66,10 @@ pub const CONTRADICTIONS: &[(&str, &str)] = &[
         "Stockade always installs its default seccomp filter; a pod's own profile can only narrow it",
     ),
     (
+        "seccomp default which is unconfined",
+        "Stockade always installs its default seccomp filter, also where the pod asks for none",
+    ),
+    (
         "allow privilege escalation when false",
         "Stockade always sets no_new_privs",
     ),
@@ -141,7 +145,9 @@ pub fn parse_summary_line(line: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// The first lines of an error, on one line, for a table cell.
+/// The gist of an error on one line, for a table cell: its first lines, without the
+/// wrappers every shim error repeats (gRPC status, "failed to create shim task", the
+/// 64-hex container id).
 pub fn short(text: &str, width: usize) -> String {
     let joined = text
         .lines()
@@ -150,7 +156,21 @@ pub fn short(text: &str, width: usize) -> String {
         .take(4)
         .collect::<Vec<_>>()
         .join(" / ");
-    let cell = joined.replace('|', "\\|");
+    let mut gist = joined.as_str();
+    for wrapper in [
+        "failed to start container: ",
+        "rpc error: code = Unknown desc = ",
+        "failed to create containerd task: ",
+        "failed to create shim task: ",
+    ] {
+        gist = gist.strip_prefix(wrapper).unwrap_or(gist);
+    }
+    if let Some(rest) = gist.strip_prefix("creating container ") {
+        if rest.len() > 66 && rest[..64].bytes().all(|b| b.is_ascii_hexdigit()) {
+            gist = &rest[66..];
+        }
+    }
+    let cell = gist.replace('|', "\\|");
     match cell.char_indices().nth(width) {
         Some((i, _)) => format!("{}…", &cell[..i]),
         None => cell,
@@ -339,6 +359,17 @@ mod tests {
             1,
             "only the spec runc (here: the same run) passed: {v:?}"
         );
+    }
+
+    #[test]
+    fn short_errors_drop_the_shim_wrappers() {
+        let id = "a".repeat(64);
+        let e = format!(
+            "failed to start container: rpc error: code = Unknown desc = failed to create containerd task: failed to create shim task: creating container {id}: failed to prepare rootfs\nmore"
+        );
+        assert_eq!(short(&e, 100), "failed to prepare rootfs / more");
+        assert_eq!(short("a | b", 100), "a \\| b");
+        assert_eq!(short("abcdef", 3), "abc…");
     }
 
     #[test]
