@@ -145,9 +145,42 @@ pub fn parse_summary_line(line: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// The gist of an error on one line, for a table cell: its first lines, without the
-/// wrappers every shim error repeats (gRPC status, "failed to create shim task", the
-/// 64-hex container id).
+/// An error without the wrappers the CRI plugin and the shim put around it (gRPC status,
+/// "failed to create shim task", the sandbox or container id), outermost first.
+fn strip_wrappers(mut s: &str) -> &str {
+    const PREFIXES: [&str; 5] = [
+        "failed to start container: ",
+        "failed to create PodSandbox: ",
+        "failed to create containerd task: ",
+        "failed to create shim task: ",
+        "failed to create container: ",
+    ];
+    loop {
+        let before = s;
+        for p in PREFIXES {
+            s = s.strip_prefix(p).unwrap_or(s);
+        }
+        if let Some(r) = s.strip_prefix("rpc error: code = ") {
+            s = r.find(" desc = ").map_or(s, |i| &r[i + " desc = ".len()..]);
+        }
+        for p in ["failed to start sandbox \"", "creating container "] {
+            if let Some((id, rest)) = s.strip_prefix(p).and_then(|r| r.split_once(": ")) {
+                if id
+                    .trim_end_matches('"')
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit())
+                {
+                    s = rest;
+                }
+            }
+        }
+        if s == before {
+            return s;
+        }
+    }
+}
+
+/// The gist of an error on one line, for a table cell: its first lines, unwrapped.
 pub fn short(text: &str, width: usize) -> String {
     let joined = text
         .lines()
@@ -156,24 +189,74 @@ pub fn short(text: &str, width: usize) -> String {
         .take(4)
         .collect::<Vec<_>>()
         .join(" / ");
-    let mut gist = joined.as_str();
-    for wrapper in [
-        "failed to start container: ",
-        "rpc error: code = Unknown desc = ",
-        "failed to create containerd task: ",
-        "failed to create shim task: ",
-    ] {
-        gist = gist.strip_prefix(wrapper).unwrap_or(gist);
-    }
-    if let Some(rest) = gist.strip_prefix("creating container ") {
-        if rest.len() > 66 && rest[..64].bytes().all(|b| b.is_ascii_hexdigit()) {
-            gist = &rest[66..];
-        }
-    }
-    let cell = gist.replace('|', "\\|");
+    let cell = strip_wrappers(&joined).replace('|', "\\|");
     match cell.char_indices().nth(width) {
         Some((i, _)) => format!("{}…", &cell[..i]),
         None => cell,
+    }
+}
+
+/// An error with what differs between runs of the same failure (ids, pointers,
+/// addresses, fractions of seconds) blanked and gomega's framing lines left out, so equal
+/// causes compare equal.
+pub fn cause(text: &str) -> String {
+    let framing = |l: &str| {
+        matches!(l, "Unexpected error:" | "Expected" | "to contain substring")
+            || (l.starts_with('<') && l.ends_with(">:"))
+            || !l.chars().any(|c| c.is_ascii_alphanumeric())
+    };
+    let mut lines: Vec<&str> = Vec::new();
+    for line in text.lines().map(str::trim) {
+        // gomega's dump of the error value follows: nothing new in it.
+        if line == "{" {
+            break;
+        }
+        if framing(line) {
+            continue;
+        }
+        let line = strip_wrappers(line);
+        if !lines.contains(&line) {
+            lines.push(line);
+        }
+        if lines.len() == 2 {
+            break;
+        }
+    }
+    let gist = short(&lines.join("\n"), 200);
+    let mut out = String::new();
+    let mut word = String::new();
+    for c in gist.chars().chain(std::iter::once(' ')) {
+        if c.is_ascii_alphanumeric() || c == '.' {
+            word.push(c);
+            continue;
+        }
+        out.push_str(&blank(&word));
+        word.clear();
+        out.push(c);
+    }
+    out.pop();
+    out
+}
+
+/// One word of an error with its run-specific part blanked.
+fn blank(word: &str) -> String {
+    // A trailing run of 12 or more hex digits: an id (also glued to a prefix, `test<id>`).
+    let hex_tail = word.len() - word.trim_end_matches(|c: char| c.is_ascii_hexdigit()).len();
+    if word.starts_with("0x") && word.len() > 2 {
+        return "0x…".into();
+    }
+    if hex_tail >= 12 {
+        return format!("{}<id>", &word[..word.len() - hex_tail]);
+    }
+    // A number at the start of the word (a duration, an address), then its unit.
+    let split = word
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(word.len());
+    let (number, unit) = word.split_at(split);
+    match number.matches('.').count() {
+        3 => format!("<ip>{unit}"),
+        n if n > 0 => format!("{}{unit}", number.split('.').next().unwrap_or("")),
+        _ => word.to_string(),
     }
 }
 
@@ -254,6 +337,20 @@ pub fn render_containerd(runc: &Run, stockade: &[Run]) -> String {
                     Verdict::Passed => String::new(),
                 };
                 let _ = writeln!(s, "| {} | {cell} |", name.replace('|', "\\|"));
+            }
+        }
+        if let Some(rows) = groups.get("failed") {
+            let mut causes: BTreeMap<String, usize> = BTreeMap::new();
+            for (_, v) in rows {
+                if let Verdict::Failed(e) = v {
+                    *causes.entry(cause(e)).or_default() += 1;
+                }
+            }
+            let mut causes: Vec<(String, usize)> = causes.into_iter().collect();
+            causes.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+            let _ = writeln!(s, "\nFailures by cause:\n\n| specs | cause |\n|---|---|");
+            for (c, n) in causes {
+                let _ = writeln!(s, "| {n} | {c} |");
             }
         }
         let stockade_only: Vec<&String> = run
@@ -370,6 +467,28 @@ mod tests {
         assert_eq!(short(&e, 100), "failed to prepare rootfs / more");
         assert_eq!(short("a | b", 100), "a \\| b");
         assert_eq!(short("abcdef", 3), "abc…");
+        let sandbox = format!(
+            "failed to create PodSandbox: rpc error: code = Internal desc = failed to start sandbox \"{id}\": failed to create containerd task: failed to create shim task: creating container {id}: sysctl x not allowed"
+        );
+        assert_eq!(short(&sandbox, 100), "sysctl x not allowed");
+    }
+
+    #[test]
+    fn causes_ignore_ids_pointers_addresses_and_fractions() {
+        let a = "Timed out after 60.001s. / <*url.Error | 0xc0015835c0>: Get \"http://10.200.0.56:80\": refused";
+        let b = "Timed out after 60.000s. / <*url.Error | 0xc000e783f0>: Get \"http://10.200.0.39:80\": refused";
+        assert_eq!(cause(a), cause(b));
+        assert!(cause(a).contains("<ip>:80"), "{}", cause(a));
+        let id = "b".repeat(64);
+        assert_eq!(
+            cause(&format!("exec in {id} failed")),
+            "exec in <id> failed"
+        );
+        assert_eq!(cause(&format!("ls /tmp/test{id}")), "ls /tmp/test<id>");
+        let sysctl = format!(
+            "failed to create PodSandbox: sysctl x not allowed\nUnexpected error:\n<*status.Error | 0xc0>:\nrpc error: code = Internal desc = failed to start sandbox \"{id}\": sysctl x not allowed\n{{\ns: 1"
+        );
+        assert_eq!(cause(&sysctl), "sysctl x not allowed");
     }
 
     #[test]
@@ -404,6 +523,7 @@ mod tests {
             "| `host-pid` |",
             "Stockade always installs its default seccomp filter",
             "| connection refused |",
+            "| 1 | connection refused |",
         ] {
             assert!(md.contains(needle), "report lacks {needle:?}:\n{md}");
         }
