@@ -115,7 +115,8 @@ config_digest "$config_file" >"$(host "$RECORD")/config.installed.sha256"
 # section (a version mismatch, a replaced plugin table) would show up only at pod start.
 dump=$(run_containerd --config "$CONTAINERD_CONFIG" config dump 2>/dev/null) || dump=""
 for p in default.toml strict.toml; do
-  if ! grep -Eq "ConfigPath = [\"']$ETC/$p[\"']" <<<"$dump"; then
+  # 1.6 dumps with double quotes, 2.x with single.
+  if ! grep -qF -e "ConfigPath = \"$ETC/$p\"" -e "ConfigPath = '$ETC/$p'" <<<"$dump"; then
     die "containerd's merged config lacks ConfigPath $ETC/$p: the drop-in $DROPIN was not taken up"
   fi
 done

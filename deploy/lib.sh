@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by deploy/install.sh and deploy/uninstall.sh (sourced, not run).
 #
 # Every change install.sh makes on the node is written to the install record

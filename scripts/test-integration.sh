@@ -8,7 +8,7 @@
 # Environment: CARGO (cargo), STOCKADE_SHARED, STOCKADE_CONTAINERD2 (the 2.x bin dir),
 # INTEGRATION_ARGS (extra `cargo test` arguments, e.g. `--test deploy`).
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 2
 CARGO=${CARGO:-cargo}
 SHARED=${STOCKADE_SHARED:-$PWD/../shared}
 C2=${STOCKADE_CONTAINERD2:-$SHARED/containerd-2/bin}
