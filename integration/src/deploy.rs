@@ -130,8 +130,13 @@ pub fn dumped_config_paths(dump: &toml::Table) -> Result<Vec<(String, Option<Str
 /// `profile`), check from inside and from the host that it is hardened, then remove it.
 pub fn hardened_pod_round_trip(c: &Containerd, handler: &str, profile: &Path) -> Result<()> {
     let cri = c.cri()?;
+    let name = format!("deploy-{handler}");
+    let pod_cfg = cri.pod_config(&name);
+    // An application user: the strict profile refuses root (rule run-as-root).
+    let app = cri.container_config_as("app", &["sleep", "600"], 1000);
     let (pod, id) = cri
-        .run_pod_with_app(&format!("deploy-{handler}"), handler, &["sleep", "600"])
+        .run_pod_sandbox(&pod_cfg, handler)
+        .and_then(|pod| Ok((pod.clone(), cri.run_container(&pod, &app, &pod_cfg)?)))
         .with_context(|| format!("a pod under handler {handler}"))?;
     let status = cri.exec_sync(&id, &["cat", "/proc/self/status"])?.ok()?;
     let uid_map = cri.exec_sync(&id, &["cat", "/proc/self/uid_map"])?.ok()?;
