@@ -11,8 +11,6 @@ mod cleanup;
 mod container;
 mod io;
 mod logging;
-// oom.rs (another helper's) has a field its watcher never reads.
-#[allow(dead_code)]
 mod oom;
 mod podrange;
 mod server;

@@ -5,14 +5,6 @@
 //! under test picks v1 or v2 by detection; this file sets the cgroups up the
 //! same way.
 
-#[allow(dead_code)]
-#[path = "../src/stats.rs"]
-mod stats;
-
-#[allow(dead_code)]
-#[path = "../src/oom.rs"]
-mod oom;
-
 use std::ffi::CString;
 use std::fs;
 use std::io::{BufRead, BufReader};
@@ -21,12 +13,30 @@ use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use containerd_shim_protos::cgroups::metrics as v1pb;
 use containerd_shim_protos::cgroups_v2::metrics as v2pb;
 use containerd_shim_protos::protobuf::Message;
-use stats::CgroupMode;
+use stockade_cgroups::{metrics, oom, sample, CgroupMode, Host};
+
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
+/// Tests that open eventfd or inotify fds (tokio runtimes included) hold this, so the
+/// fd-leak checks see only their own.
+static FD_LOCK: Mutex<()> = Mutex::new(());
+
+/// Takes [`FD_LOCK`] and then builds a runtime, in that order.
+fn locked_runtime() -> (MutexGuard<'static, ()>, tokio::runtime::Runtime) {
+    let guard = FD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    (guard, rt)
+}
 
 const MIB: u64 = 1 << 20;
 /// Generous bound for the watcher to see the end of a removed cgroup; only a
@@ -58,14 +68,18 @@ impl TestCgroup {
             std::process::id(),
             NEXT.fetch_add(1, Ordering::SeqCst)
         );
-        let mode = stats::detect_mode();
+        let mode = if Host::current().unwrap().is_unified() {
+            CgroupMode::V2
+        } else {
+            CgroupMode::V1
+        };
         let roots: Vec<PathBuf> = match mode {
             CgroupMode::V1 => ["memory", "pids", "cpu", "cpuacct", "blkio"]
                 .iter()
-                .map(|c| Path::new(stats::CGROUP_ROOT).join(c))
+                .map(|c| Path::new(CGROUP_ROOT).join(c))
                 .filter(|p| p.is_dir())
                 .collect(),
-            CgroupMode::V2 => vec![PathBuf::from(stats::CGROUP_ROOT)],
+            CgroupMode::V2 => vec![PathBuf::from(CGROUP_ROOT)],
         };
         let mut cg = TestCgroup {
             mode,
@@ -228,7 +242,7 @@ fn watcher_fds() -> Vec<String> {
 #[test]
 fn oom_kill_is_reported_once_and_the_watcher_ends_with_the_cgroup() {
     // Serialised with every other fd-creating test of this binary.
-    let (_lock, rt) = oom::tests::locked_runtime();
+    let (_lock, rt) = locked_runtime();
     rt.block_on(oom_kill_is_reported_once());
 }
 
@@ -259,7 +273,7 @@ async fn oom_kill_is_reported_once() {
     let first = tokio::time::timeout(HANG_GUARD, rx.recv()).await.unwrap();
     assert_eq!(first.as_deref(), Some("oom-ctr"));
 
-    let sample = stats::sample(&cg.cgroups_path).unwrap();
+    let sample = sample::sample(&cg.cgroups_path).unwrap();
     assert!(sample.memory.oom_kills >= 1, "{sample:?}");
 
     // Removing the cgroup ends the watcher: the channel closes with nothing
@@ -278,7 +292,7 @@ async fn oom_kill_is_reported_once() {
 
 #[test]
 fn dropping_the_receiver_stops_the_watcher() {
-    let (_lock, rt) = oom::tests::locked_runtime();
+    let (_lock, rt) = locked_runtime();
     rt.block_on(dropping_the_receiver());
 }
 
@@ -327,7 +341,7 @@ fn collect_reads_cpu_memory_and_pids_of_a_running_child() {
         .unwrap();
     assert_eq!(line.trim(), "ready");
 
-    let sample = stats::sample(&cg.cgroups_path).unwrap();
+    let sample = sample::sample(&cg.cgroups_path).unwrap();
     assert_eq!(sample.mode, cg.mode);
     assert!(sample.cpu.usage_ns > 0, "{sample:?}");
     assert!(sample.cpu.user_ns + sample.cpu.system_ns > 0, "{sample:?}");
@@ -336,7 +350,7 @@ fn collect_reads_cpu_memory_and_pids_of_a_running_child() {
     assert_eq!(sample.pids.current, 1, "only the shell is left: {sample:?}");
     assert_eq!(sample.pids.limit, Some(8), "{sample:?}");
 
-    let any = stats::collect(&cg.cgroups_path).unwrap();
+    let any = metrics::collect(&cg.cgroups_path).unwrap();
     match cg.mode {
         CgroupMode::V1 => {
             assert_eq!(any.type_url, "io.containerd.cgroups.v1.Metrics");
@@ -365,7 +379,7 @@ fn collect_reads_cpu_memory_and_pids_of_a_running_child() {
 #[test]
 fn collect_on_a_missing_cgroup_names_it() {
     let missing = format!("/stockade-test-{}-missing/ctr", std::process::id());
-    let err = stats::collect(&missing).unwrap_err();
+    let err = metrics::collect(&missing).unwrap_err();
     assert!(
         err.to_string()
             .contains(&missing.trim_start_matches('/').to_string()),
