@@ -525,6 +525,7 @@ impl Inner {
             pod_pids: self.pod_pids(&pod).await,
             // The shim runs in the host's network namespace.
             netns_path_is_host: stockade_runtime::namespaces::spec_netns_is_host(&spec),
+            cgroup_driver: cgroups::driver(req.options.as_ref(), &spec),
         };
         let image = annotations.get(ANNOTATION_IMAGE_NAME).cloned();
         let outcome = hardener::harden(spec, &profile, &ctx);
