@@ -212,7 +212,7 @@ pub fn create(
 fn create_in(b: ContainerBuilder, id: &str, bundle: &Path) -> anyhow::Result<i32> {
     let container = b
         .as_init(bundle)
-        .with_systemd(false)
+        .with_systemd(true)
         .with_detach(true)
         .as_sibling(true)
         .build()
