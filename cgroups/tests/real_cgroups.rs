@@ -1,4 +1,5 @@
-//! Real-cgroup tests of the stats collector and the OOM watcher (run as root).
+//! Real-cgroup tests of the readers, the OOM watcher and the libcgroups managers (run as
+//! root; on the hybrid host and inside the cgroup v2 VM).
 //!
 //! Every test makes its own parent cgroup `stockade-test-<pid>-<n>` in each
 //! controller it needs and removes it afterwards, also when it fails. The code
@@ -19,6 +20,9 @@ use std::time::Duration;
 use containerd_shim_protos::cgroups::metrics as v1pb;
 use containerd_shim_protos::cgroups_v2::metrics as v2pb;
 use containerd_shim_protos::protobuf::Message;
+use oci_spec::runtime::{
+    LinuxCpuBuilder, LinuxMemoryBuilder, LinuxPidsBuilder, LinuxResources, LinuxResourcesBuilder,
+};
 use stockade_cgroups::{metrics, oom, sample, CgroupMode, Host};
 
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
@@ -74,7 +78,7 @@ impl TestCgroup {
             CgroupMode::V1
         };
         let roots: Vec<PathBuf> = match mode {
-            CgroupMode::V1 => ["memory", "pids", "cpu", "cpuacct", "blkio"]
+            CgroupMode::V1 => ["memory", "pids", "cpu", "cpuacct", "blkio", "freezer", "devices"]
                 .iter()
                 .map(|c| Path::new(CGROUP_ROOT).join(c))
                 .filter(|p| p.is_dir())
@@ -385,4 +389,104 @@ fn collect_on_a_missing_cgroup_names_it() {
             .contains(&missing.trim_start_matches('/').to_string()),
         "{err}"
     );
+}
+
+fn resources(memory: i64, pids: i64, quota: i64) -> LinuxResources {
+    LinuxResourcesBuilder::default()
+        // memory+swap at the limit, as the hardener leaves it (v1 refuses a memory limit
+        // above memory+swap).
+        .memory(
+            LinuxMemoryBuilder::default()
+                .limit(memory)
+                .swap(memory)
+                .build()
+                .unwrap(),
+        )
+        .pids(LinuxPidsBuilder::default().limit(pids).build().unwrap())
+        .cpu(
+            LinuxCpuBuilder::default()
+                .quota(quota)
+                .period(100_000u64)
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap()
+}
+
+fn frozen(cg: &TestCgroup) -> bool {
+    match cg.mode {
+        CgroupMode::V2 => fs::read_to_string(cg.dir("").join("cgroup.events"))
+            .unwrap()
+            .lines()
+            .any(|l| l == "frozen 1"),
+        CgroupMode::V1 => {
+            fs::read_to_string(cg.dir("freezer").join("freezer.state"))
+                .unwrap()
+                .trim()
+                == "FROZEN"
+        }
+    }
+}
+
+#[test]
+fn update_pids_freeze_and_sweep_a_running_child() {
+    let host = Host::current().unwrap();
+    let cg = TestCgroup::new(Limits {
+        memory: 32 * MIB,
+        pids: 8,
+    });
+    let mut child = cg.spawn(Command::new(BUSYBOX).args(["sleep", "600"]));
+    let pid = child.child().id() as i32;
+    assert_eq!(host.pids(&cg.cgroups_path).unwrap(), vec![pid]);
+
+    host.apply(&cg.cgroups_path, &resources(48 << 20, 16, 50_000))
+        .unwrap();
+    let sample = host.sample(&cg.cgroups_path).unwrap();
+    assert_eq!(sample.memory.memory.limit, Some(48 * MIB), "{sample:?}");
+    assert_eq!(sample.pids.limit, Some(16), "{sample:?}");
+    let cpu_max = match cg.mode {
+        CgroupMode::V2 => fs::read_to_string(cg.dir("").join("cpu.max")).unwrap(),
+        CgroupMode::V1 => fs::read_to_string(cg.dir("cpu").join("cpu.cfs_quota_us")).unwrap(),
+    };
+    assert!(cpu_max.starts_with("50000"), "{cpu_max}");
+
+    host.freeze(&cg.cgroups_path, true).unwrap();
+    assert!(frozen(&cg), "not frozen after freeze");
+    host.freeze(&cg.cgroups_path, false).unwrap();
+    assert!(!frozen(&cg), "still frozen after thaw");
+
+    // A frozen cgroup is thawed, emptied and removed by the sweep.
+    host.freeze(&cg.cgroups_path, true).unwrap();
+    let left = host.kill_and_remove(&cg.cgroups_path, Duration::from_secs(10));
+    assert!(left.is_empty(), "left: {left:?}");
+    assert_eq!(child.wait().signal(), Some(libc::SIGKILL));
+    assert!(!cg.dir("memory").exists());
+}
+
+#[test]
+fn managers_name_bad_paths_and_missing_cgroups() {
+    let host = Host::current().unwrap();
+    let missing = format!("/stockade-test-{}-gone/ctr", std::process::id());
+    let err = host.pids(&missing).unwrap_err().to_string();
+    assert!(err.contains(&missing), "{err}");
+    let err = host
+        .apply("relative", &resources(1 << 30, 10, 10_000))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("relative") && err.contains("absolute"), "{err}");
+    let err = host.freeze("/", true).unwrap_err().to_string();
+    assert!(err.contains("root cgroup"), "{err}");
+    if host.why_not_systemd().is_some() {
+        let err = host
+            .apply("system.slice:stockade:x", &resources(1 << 30, 10, 10_000))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("system.slice:stockade:x") && err.contains("systemd"),
+            "{err}"
+        );
+    }
+    // Nothing to sweep is not an error, and nothing is made.
+    assert!(host.kill_and_remove(&missing, Duration::from_secs(1)).is_empty());
 }
