@@ -106,8 +106,10 @@ impl Host {
         } else {
             FreezerState::Thawed
         };
-        m.freeze(state)
-            .map_err(failed(if frozen { "freezing" } else { "thawing" }, cgroups_path))
+        m.freeze(state).map_err(failed(
+            if frozen { "freezing" } else { "thawing" },
+            cgroups_path,
+        ))
     }
 
     /// Every process in the cgroup and below it.

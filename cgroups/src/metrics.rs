@@ -33,7 +33,6 @@ pub fn to_any(sample: &CgroupSample) -> Result<Any, CgroupError> {
     Ok(any)
 }
 
-
 fn memory_entry(c: &MemoryCounter) -> v1pb::MemoryEntry {
     let mut e = v1pb::MemoryEntry::new();
     e.usage = c.usage;

@@ -34,7 +34,10 @@ const CHANNEL_CAPACITY: usize = 16;
 ///
 /// The channel closes when the cgroup is removed; dropping the receiver stops
 /// the watcher.
-pub fn watch(container_id: String, cgroups_path: &str) -> Result<mpsc::Receiver<String>, CgroupError> {
+pub fn watch(
+    container_id: String,
+    cgroups_path: &str,
+) -> Result<mpsc::Receiver<String>, CgroupError> {
     let path = container_path(cgroups_path)?;
     let runtime = tokio::runtime::Handle::try_current().map_err(|_| CgroupError::Watch {
         container: container_id.clone(),
@@ -84,12 +87,16 @@ struct V1Watcher {
 impl V1Watcher {
     fn new(dir: PathBuf) -> Result<Self, WatchError> {
         let oom_control_path = dir.join("memory.oom_control");
-        let oom_control = File::open(&oom_control_path)
-            .map_err(WatchError::io(format!("opening {}", oom_control_path.display())))?;
+        let oom_control = File::open(&oom_control_path).map_err(WatchError::io(format!(
+            "opening {}",
+            oom_control_path.display()
+        )))?;
         // SAFETY: eventfd takes no pointers; the result is checked below.
         let raw = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
         if raw < 0 {
-            return Err(WatchError::io("creating an eventfd")(io::Error::last_os_error()));
+            return Err(WatchError::io("creating an eventfd")(
+                io::Error::last_os_error(),
+            ));
         }
         // SAFETY: `raw` is a fresh eventfd that nothing else owns.
         let eventfd = unsafe { OwnedFd::from_raw_fd(raw) };
@@ -190,7 +197,10 @@ struct V2Watcher {
 impl V2Watcher {
     fn new(dir: PathBuf, events_file: &'static str) -> Result<Self, WatchError> {
         let (Some(parent), Some(leaf)) = (dir.parent(), dir.file_name()) else {
-            return Err(WatchError(format!("cgroup {} has no parent", dir.display())));
+            return Err(WatchError(format!(
+                "cgroup {} has no parent",
+                dir.display()
+            )));
         };
         let events_path = dir.join(events_file);
         // SAFETY: inotify_init1 takes no pointers; the result is checked below.
@@ -462,7 +472,10 @@ pub(crate) mod tests {
         assert!(err.to_string().contains("root cgroup"), "{err}");
         let missing = format!("/stockade-missing-{}/ctr", std::process::id());
         let err = watch("c1".into(), &missing).unwrap_err().to_string();
-        assert!(err.contains("c1") && err.contains("stockade-missing"), "{err}");
+        assert!(
+            err.contains("c1") && err.contains("stockade-missing"),
+            "{err}"
+        );
     }
 
     /// A cgroup2 mount on this host (the unified root, or the hybrid

@@ -67,8 +67,7 @@ mod tests {
 
     #[test]
     fn systemd_paths_match_their_scope() {
-        let cgroups =
-            parse_process_cgroups("0::/system.slice/stockade-c1.scope/sub\n").unwrap();
+        let cgroups = parse_process_cgroups("0::/system.slice/stockade-c1.scope/sub\n").unwrap();
         assert!(contains_process("system.slice:stockade:c1", &cgroups));
         assert!(!contains_process("system.slice:stockade:c", &cgroups));
         assert!(!contains_process("not a path", &cgroups));

@@ -78,11 +78,13 @@ impl TestCgroup {
             CgroupMode::V1
         };
         let roots: Vec<PathBuf> = match mode {
-            CgroupMode::V1 => ["memory", "pids", "cpu", "cpuacct", "blkio", "freezer", "devices"]
-                .iter()
-                .map(|c| Path::new(CGROUP_ROOT).join(c))
-                .filter(|p| p.is_dir())
-                .collect(),
+            CgroupMode::V1 => [
+                "memory", "pids", "cpu", "cpuacct", "blkio", "freezer", "devices",
+            ]
+            .iter()
+            .map(|c| Path::new(CGROUP_ROOT).join(c))
+            .filter(|p| p.is_dir())
+            .collect(),
             CgroupMode::V2 => vec![PathBuf::from(CGROUP_ROOT)],
         };
         let mut cg = TestCgroup {
@@ -474,7 +476,10 @@ fn managers_name_bad_paths_and_missing_cgroups() {
         .apply("relative", &resources(1 << 30, 10, 10_000))
         .unwrap_err()
         .to_string();
-    assert!(err.contains("relative") && err.contains("absolute"), "{err}");
+    assert!(
+        err.contains("relative") && err.contains("absolute"),
+        "{err}"
+    );
     let err = host.freeze("/", true).unwrap_err().to_string();
     assert!(err.contains("root cgroup"), "{err}");
     if host.why_not_systemd().is_some() {
@@ -488,5 +493,7 @@ fn managers_name_bad_paths_and_missing_cgroups() {
         );
     }
     // Nothing to sweep is not an error, and nothing is made.
-    assert!(host.kill_and_remove(&missing, Duration::from_secs(1)).is_empty());
+    assert!(host
+        .kill_and_remove(&missing, Duration::from_secs(1))
+        .is_empty());
 }

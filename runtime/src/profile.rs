@@ -723,7 +723,12 @@ mod tests {
 
     #[test]
     fn cgroup_parent_is_a_path_or_a_slice() {
-        let path = variant("parent = \"/stockade\"", "parent = \"/k8s/stockade/\"", None).unwrap();
+        let path = variant(
+            "parent = \"/stockade\"",
+            "parent = \"/k8s/stockade/\"",
+            None,
+        )
+        .unwrap();
         assert_eq!(path.cgroups.parent, "/k8s/stockade");
         assert_eq!(path.cgroups.parent_slice, None);
         let slice = variant(
@@ -732,7 +737,10 @@ mod tests {
             None,
         )
         .unwrap();
-        assert_eq!(slice.cgroups.parent_slice.as_deref(), Some("kubepods-stockade.slice"));
+        assert_eq!(
+            slice.cgroups.parent_slice.as_deref(),
+            Some("kubepods-stockade.slice")
+        );
         assert_eq!(
             slice.cgroups.parent,
             "/kubepods.slice/kubepods-stockade.slice"
@@ -743,8 +751,8 @@ mod tests {
             ("/a/../b", "`..`"),
             ("/a:b", "`:`"),
         ] {
-            let e = variant("parent = \"/stockade\"", &format!("parent = {bad:?}"), None)
-                .unwrap_err();
+            let e =
+                variant("parent = \"/stockade\"", &format!("parent = {bad:?}"), None).unwrap_err();
             assert_eq!(e.key, "cgroups.parent", "{bad}: {e}");
             assert!(e.problem.contains(problem), "{bad}: {e}");
             assert!(e.problem.contains("systemd slice"), "{bad}: {e}");

@@ -142,9 +142,15 @@ mod tests {
         assert!(systemd_cgroup_option(&on));
         let off = any("containerd.runc.v1.Options", vec![0x48, 0]);
         assert!(!systemd_cgroup_option(&off));
-        assert!(!systemd_cgroup_option(&any("containerd.runc.v1.Options", vec![])));
+        assert!(!systemd_cgroup_option(&any(
+            "containerd.runc.v1.Options",
+            vec![]
+        )));
         // Truncated: no decision for systemd.
-        assert!(!systemd_cgroup_option(&any("containerd.runc.v1.Options", vec![0x48])));
+        assert!(!systemd_cgroup_option(&any(
+            "containerd.runc.v1.Options",
+            vec![0x48]
+        )));
     }
 
     #[test]
@@ -152,11 +158,17 @@ mod tests {
         let body = b"BinaryName = \"x\"\nSystemdCgroup = true # kubelet's driver\n";
         let mut value = vec![0x1a, body.len() as u8];
         value.extend_from_slice(body);
-        assert!(systemd_cgroup_option(&any("cri.runtimeoptions.v1.Options", value)));
+        assert!(systemd_cgroup_option(&any(
+            "cri.runtimeoptions.v1.Options",
+            value
+        )));
         let body = b"SystemdCgroup = false\n";
         let mut value = vec![0x1a, body.len() as u8];
         value.extend_from_slice(body);
-        assert!(!systemd_cgroup_option(&any("cri.runtimeoptions.v1.Options", value)));
+        assert!(!systemd_cgroup_option(&any(
+            "cri.runtimeoptions.v1.Options",
+            value
+        )));
         assert!(!systemd_cgroup_option(&any("other.Options", vec![0x48, 1])));
     }
 }

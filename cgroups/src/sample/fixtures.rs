@@ -44,7 +44,10 @@ pub(crate) fn v1_host(root: &Path) -> Host {
     );
     w(format!("memory/{c}/memory.usage_in_bytes"), "8388608\n");
     w(format!("memory/{c}/memory.limit_in_bytes"), "16777216\n");
-    w(format!("memory/{c}/memory.max_usage_in_bytes"), "16777216\n");
+    w(
+        format!("memory/{c}/memory.max_usage_in_bytes"),
+        "16777216\n",
+    );
     w(format!("memory/{c}/memory.failcnt"), "7\n");
     w(format!("memory/{c}/memory.kmem.usage_in_bytes"), "65536\n");
     w(

@@ -12,7 +12,7 @@ mod v2;
 
 use std::collections::BTreeMap;
 
-use crate::host::{Host, Hierarchy};
+use crate::host::{Hierarchy, Host};
 use crate::parse::{flat_keyed, read_opt};
 use crate::path::CgroupsPath;
 use crate::CgroupError;
@@ -153,7 +153,8 @@ impl Host {
         key: &str,
     ) -> Result<u64, CgroupError> {
         let file = self.dir(controller, path).join(file);
-        let text = read_opt(&file)?.ok_or_else(|| CgroupError::Missing(file.display().to_string()))?;
+        let text =
+            read_opt(&file)?.ok_or_else(|| CgroupError::Missing(file.display().to_string()))?;
         flat_keyed(&text, key).ok_or_else(|| CgroupError::Parse {
             path: file,
             problem: format!("no `{key}`"),

@@ -116,7 +116,11 @@ fn v2_reads_a_scope_without_io_and_swap_files() {
     let scope = "system.slice/stockade-c1.scope";
     for file in ["cpu.stat", "memory.current", "memory.max", "pids.current"] {
         let from = dir.path().join("stockade/ctr").join(file);
-        write(dir.path(), &format!("{scope}/{file}"), &fs::read_to_string(from).unwrap());
+        write(
+            dir.path(),
+            &format!("{scope}/{file}"),
+            &fs::read_to_string(from).unwrap(),
+        );
     }
     let sample = host.sample("system.slice:stockade:c1").unwrap();
     assert_eq!(sample.memory.memory.limit, Some(16 << 20));

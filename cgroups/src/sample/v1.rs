@@ -3,11 +3,12 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use super::{CgroupMode, CgroupSample, CpuSample, IoSample, MemoryCounter, MemorySample, PidsSample};
+use super::{
+    CgroupMode, CgroupSample, CpuSample, IoSample, MemoryCounter, MemorySample, PidsSample,
+};
 use crate::host::Host;
 use crate::parse::{
-    parse_dev, read_flat_keyed_opt, read_limit_opt, read_opt,
-    read_u64_list_opt, read_u64_opt,
+    parse_dev, read_flat_keyed_opt, read_limit_opt, read_opt, read_u64_list_opt, read_u64_opt,
 };
 use crate::path::CgroupsPath;
 use crate::CgroupError;
@@ -151,4 +152,3 @@ pub(crate) fn merge_blkio(bytes: &[BlkioLine], ops: &[BlkioLine]) -> Vec<IoSampl
 pub(crate) fn clock_ticks_per_sec() -> u64 {
     procfs::ticks_per_second().max(1)
 }
-

@@ -5,7 +5,9 @@
 
 use std::path::Path;
 
-use super::{CgroupMode, CgroupSample, CpuSample, IoSample, MemoryCounter, MemorySample, PidsSample};
+use super::{
+    CgroupMode, CgroupSample, CpuSample, IoSample, MemoryCounter, MemorySample, PidsSample,
+};
 use crate::parse::{parse_dev, read_flat_keyed_opt, read_limit_opt, read_opt, read_u64_opt};
 use crate::CgroupError;
 

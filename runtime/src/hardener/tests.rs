@@ -931,11 +931,17 @@ fn systemd_paths_on_a_cgroupfs_node_go_under_the_parent() {
     let ctx = sandbox_ctx();
     assert_eq!(
         path,
-        format!("{}/{}/{}", p.cgroups.parent, ctx.sandbox_id, ctx.container_id)
+        format!(
+            "{}/{}/{}",
+            p.cgroups.parent, ctx.sandbox_id, ctx.container_id
+        )
     );
     let changes = cgroups_changes(&report);
     assert_eq!(changes.len(), 1, "{report:?}");
-    assert!(changes[0].contains("cgroup driver is cgroupfs"), "{changes:?}");
+    assert!(
+        changes[0].contains("cgroup driver is cgroupfs"),
+        "{changes:?}"
+    );
 }
 
 #[test]
@@ -961,7 +967,10 @@ fn a_slice_parent_gives_a_scope_under_systemd_and_a_directory_under_cgroupfs() {
     p.cgroups.parent = "/stockade.slice".into();
     let ctx = sandbox_ctx();
     let (path, report) = placed(with_cgroups_path(None), &p, CgroupDriver::Systemd);
-    assert_eq!(path, format!("stockade.slice:stockade:{}", ctx.container_id));
+    assert_eq!(
+        path,
+        format!("stockade.slice:stockade:{}", ctx.container_id)
+    );
     assert!(cgroups_changes(&report)[0].contains("none given"));
     let (path, _) = placed(with_cgroups_path(None), &p, CgroupDriver::Cgroupfs);
     assert_eq!(
