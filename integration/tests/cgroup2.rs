@@ -85,9 +85,11 @@ impl DeviceNode {
     }
 }
 
-/// Opens the bind-mounted node and /dev/null (allowed) in the container.
-const OPEN_BOTH: &str = "/bin/busybox dd if=/dev/stockade-kmsg of=/dev/null count=0 2>&1; \
-     /bin/busybox dd if=/dev/null of=/dev/null count=0 2>/dev/null && echo null-opened";
+/// Opens the bind-mounted node and /dev/null (allowed) in the container, for writing:
+/// kmsg itself refuses readers without CAP_SYSLOG (dmesg_restrict) with EPERM too, but
+/// takes any writer, so only the device rules can refuse this open.
+const OPEN_BOTH: &str = "/bin/busybox dd if=/dev/null of=/dev/stockade-kmsg count=0 conv=notrunc 2>&1; \
+     /bin/busybox dd if=/dev/null of=/dev/null count=0 conv=notrunc 2>/dev/null && echo null-opened";
 
 fn assert_device_refused(what: &str, output: &str) {
     assert!(
