@@ -196,6 +196,23 @@ fn check(spec: Spec, profile: &Profile, is_sandbox: bool) -> Result<(), TestCase
     Ok(())
 }
 
+/// A pod sandbox `c` with the profile's first ID range.
+fn sandbox_ctx(profile: &Profile, cgroup_driver: CgroupDriver) -> HardenContext {
+    HardenContext {
+        container_id: "c".into(),
+        sandbox_id: "c".into(),
+        is_sandbox: true,
+        id_range: IdRange {
+            first: profile.userns.first_id,
+            size: 65_536,
+        },
+        pod_userns: None,
+        pod_pids: Vec::new(),
+        netns_path_is_host: false,
+        cgroup_driver,
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
@@ -214,16 +231,7 @@ proptest! {
     #[test]
     fn shipped_policy_refuses_or_hardens(spec in spec()) {
         let profile = load("default");
-        let ctx = HardenContext {
-            container_id: "c".into(),
-            sandbox_id: "c".into(),
-            is_sandbox: true,
-            id_range: IdRange { first: profile.userns.first_id, size: 65_536 },
-            pod_userns: None,
-            pod_pids: Vec::new(),
-            netns_path_is_host: false,
-            cgroup_driver: CgroupDriver::Cgroupfs,
-        };
+        let ctx = sandbox_ctx(&profile, CgroupDriver::Cgroupfs);
         match harden(spec.clone(), &profile, &ctx) {
             Ok(_) => check(spec, &profile, true)?,
             Err(HardenError::Refused(r)) => prop_assert!(!r.rule.name().is_empty()),
@@ -248,16 +256,7 @@ proptest! {
         let mut linux = spec.linux().clone().unwrap_or_default();
         linux.set_cgroups_path(path.map(Into::into));
         spec.set_linux(Some(linux));
-        let ctx = HardenContext {
-            container_id: "c".into(),
-            sandbox_id: "c".into(),
-            is_sandbox: true,
-            id_range: IdRange { first: profile.userns.first_id, size: 65_536 },
-            pod_userns: None,
-            pod_pids: Vec::new(),
-            netns_path_is_host: false,
-            cgroup_driver: driver,
-        };
+        let ctx = sandbox_ctx(&profile, driver);
         if let Ok(h) = harden(spec, &profile, &ctx) {
             let given = h.spec.linux().as_ref().unwrap().cgroups_path().clone().unwrap();
             let parsed = CgroupsPath::parse(&given.to_string_lossy());
