@@ -21,10 +21,33 @@ fn stderr(o: &Output) -> String {
 
 #[test]
 fn shipped_profiles_check() {
-    for p in ["profiles/default.toml", "profiles/strict.toml"] {
+    for (p, root, narrowed) in [
+        ("profiles/default.toml", "Audit", false),
+        ("profiles/strict.toml", "Deny", true),
+    ] {
         let out = stockade(&["profile", "check", p]);
         assert!(out.status.success(), "{p}: {}", stderr(&out));
-        assert!(String::from_utf8_lossy(&out.stdout).contains("is valid"));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains("is valid"), "{stdout}");
+        // The ID reuse policy and the new rules are visible to the operator.
+        assert!(
+            stdout.contains("reuse: rotation with quarantine"),
+            "{stdout}"
+        );
+        assert!(
+            stdout.contains("a released range is reused last"),
+            "{stdout}"
+        );
+        assert!(
+            stdout.contains("host-devices: none beyond the OCI defaults"),
+            "{stdout}"
+        );
+        assert!(stdout.contains(&format!("run-as-root: {root}")), "{stdout}");
+        assert_eq!(
+            stdout.contains("narrowed by") && stdout.contains("seccomp/strict.json"),
+            narrowed,
+            "{stdout}"
+        );
     }
 }
 

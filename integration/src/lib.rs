@@ -1,6 +1,7 @@
 //! Harness for tests against a private containerd: starting and tearing it down
 //! ([`containerd`]), a CRI client ([`cri`]), locally built test images ([`image`]), and
-//! checks of what a container really got ([`hardening`], [`cgroups`]).
+//! checks of what a container really got ([`hardening`], [`cgroups`]), a private Prometheus
+//! ([`prometheus`]).
 
 pub mod cgroups;
 pub mod containerd;
@@ -10,6 +11,7 @@ pub mod hardening;
 pub mod image;
 pub mod paths;
 pub mod probes;
+pub mod prometheus;
 pub mod runtimes;
 pub mod teardown;
 

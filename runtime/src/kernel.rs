@@ -7,7 +7,7 @@
 //!
 //! Kernel versions (mainline) the rootfs depends on:
 //! - idmapped mounts (`mount_setattr(MOUNT_ATTR_IDMAP)`): 5.12, per filesystem: ext4,
-//!   xfs, vfat 5.12; btrfs 5.15; f2fs 5.18; tmpfs 6.3;
+//!   xfs, vfat 5.12; btrfs 5.15; erofs 5.17; f2fs 5.18; tmpfs 6.3; ceph 6.7;
 //! - idmapped layers under overlayfs: 5.19;
 //! - overlayfs `lowerdir+` through fsconfig (layers past mount(2)'s one-page option
 //!   string): 6.8; below it, mount(2) with `lowerdir=` takes over.
@@ -51,8 +51,10 @@ const IDMAP_SINCE: &[(&str, KernelVersion)] = &[
     ("xfs", KernelVersion::new(5, 12)),
     ("vfat", KernelVersion::new(5, 12)),
     ("btrfs", KernelVersion::new(5, 15)),
+    ("erofs", KernelVersion::new(5, 17)),
     ("f2fs", KernelVersion::new(5, 18)),
     ("tmpfs", KernelVersion::new(6, 3)),
+    ("ceph", KernelVersion::new(6, 7)),
 ];
 const IDMAP_OVERLAY_LAYERS: KernelVersion = KernelVersion::new(5, 19);
 const OVERLAY_LOWERDIR_PLUS: KernelVersion = KernelVersion::new(6, 8);

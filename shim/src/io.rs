@@ -11,7 +11,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{IoSliceMut, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -19,12 +19,10 @@ use anyhow::{anyhow, Context};
 use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
 use tokio::sync::watch;
 
-use crate::zygote::StdioMask;
+use crate::launcher::StdioMask;
 
 /// How long to wait for containerd to open its end of a fifo.
 const FIFO_OPEN_TIMEOUT: Duration = Duration::from_secs(30);
-/// Where console sockets live (short: a unix socket path has 108 bytes).
-
 #[derive(Debug, Clone, Default)]
 pub struct StdioPaths {
     pub stdin: String,
@@ -123,10 +121,10 @@ pub struct ConsoleSocket {
 }
 
 impl ConsoleSocket {
-    pub fn new() -> anyhow::Result<Self> {
+    /// A socket in `dir` (short: a unix socket path has 108 bytes).
+    pub fn new(dir: &Path) -> anyhow::Result<Self> {
         static SEQ: AtomicU64 = AtomicU64::new(0);
-        let dir = crate::state::state_dir().console();
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let path = dir.join(format!(
             "{}-{}.sock",
             std::process::id(),

@@ -14,17 +14,20 @@ use containerd_shim_protos::shim_async::{create_task, Task};
 use containerd_shim_protos::ttrpc::r#async::transport::Listener;
 use containerd_shim_protos::ttrpc::r#async::Server;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use stockade_runtime::state_dir::StateDir;
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::service::{Inner, Service};
-use crate::zygote;
+use crate::host::RealHost;
+use crate::launcher::zygote;
+use crate::task::events::RemoteEvents;
+use crate::task::{ShimConfig, TaskService};
 
 const TASK_V3: &str = "containerd.task.v3.Task";
 /// containerd 1.x speaks task API v2; v3 is a renamed copy of it, so the same handlers
 /// serve both names.
 const TASK_V2: &str = "containerd.task.v2.Task";
 
-pub fn run(flags: &Flags) -> anyhow::Result<()> {
+pub fn run(flags: &Flags, state: StateDir) -> anyhow::Result<()> {
     if flags.socket.is_empty() {
         bail!("the shim server needs -socket");
     }
@@ -65,7 +68,7 @@ pub fn run(flags: &Flags) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("tokio runtime")?;
-    let result = runtime.block_on(serve(flags, &path, listener, zygote, ready));
+    let result = runtime.block_on(serve(flags, state, &path, listener, zygote, ready));
     // Blocking threads may still wait on a fifo nobody opens; don't wait for them.
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));
     result
@@ -94,6 +97,7 @@ fn bind(path: &Path) -> anyhow::Result<Option<UnixListener>> {
 
 async fn serve(
     flags: &Flags,
+    state: StateDir,
     path: &str,
     listener: UnixListener,
     zygote: zygote::Zygote,
@@ -103,7 +107,16 @@ async fn serve(
     let publisher = RemotePublisher::new(&ttrpc_address)
         .await
         .map_err(|e| anyhow::anyhow!("connecting to containerd at {ttrpc_address}: {e}"))?;
-    let service = Service::new(&flags.namespace, Arc::new(zygote), publisher);
+    let config = ShimConfig {
+        namespace: flags.namespace.clone(),
+        state: state.clone(),
+    };
+    let service = TaskService::new(
+        config,
+        Arc::new(zygote),
+        Arc::new(RealHost::new(state)),
+        Arc::new(RemoteEvents::new(publisher, &flags.namespace)),
+    );
     let task: Arc<dyn Task + Send + Sync> = Arc::new(service.clone());
     let v3 = create_task(task.clone());
     let v2 = create_task(task)
@@ -120,7 +133,7 @@ async fn serve(
         })
         .collect();
 
-    tokio::spawn(reap(service.inner.clone()));
+    tokio::spawn(reap(service.clone()));
 
     let listener = Listener::try_from(listener).context("ttrpc listener")?;
     let mut server = Server::new()
@@ -134,7 +147,7 @@ async fn serve(
     drop(ready);
     tracing::info!(socket = %path, pid = std::process::id(), "shim serving");
 
-    service.inner.shutdown.notified().await;
+    service.shut_down().await;
     let _ = server.shutdown().await;
     let _ = std::fs::remove_file(path);
     tracing::info!("shim exiting");
@@ -142,7 +155,7 @@ async fn serve(
 }
 
 /// Reap every exited child on SIGCHLD and report each exit exactly once.
-async fn reap(inner: Arc<Inner>) {
+async fn reap(service: TaskService) {
     let mut sigchld = match signal(SignalKind::child()) {
         Ok(s) => s,
         Err(e) => {
@@ -156,9 +169,9 @@ async fn reap(inner: Arc<Inner>) {
     loop {
         loop {
             match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::Exited(pid, code)) => inner.on_exit(pid.as_raw(), code).await,
+                Ok(WaitStatus::Exited(pid, code)) => service.on_exit(pid.as_raw(), code).await,
                 Ok(WaitStatus::Signaled(pid, sig, _)) => {
-                    inner.on_exit(pid.as_raw(), 128 + sig as i32).await
+                    service.on_exit(pid.as_raw(), 128 + sig as i32).await
                 }
                 Ok(WaitStatus::StillAlive) | Err(nix::errno::Errno::ECHILD) => break,
                 Ok(_) => continue,

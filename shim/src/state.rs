@@ -13,7 +13,6 @@ use anyhow::Context;
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use containerd_shim_protos::protobuf::CodedInputStream;
 use serde::{Deserialize, Serialize};
-use std::sync::OnceLock;
 use stockade_runtime::idrange::IdRange;
 use stockade_runtime::state_dir::StateDir;
 
@@ -27,29 +26,13 @@ pub const ORIGINAL_SPEC: &str = "config.orig.json";
 /// Where the rootfs's idmapped layer clones are attached.
 pub const ROOTFS_STAGING: &str = ".stockade-rootfs";
 
-/// The node's Stockade state directory (`$STOCKADE_STATE_DIR`, else /run/stockade), read
-/// once: [`init_state_dir`] at startup turns a bad value into an error.
-static STATE_DIR: OnceLock<StateDir> = OnceLock::new();
-
-pub fn init_state_dir() -> anyhow::Result<()> {
-    let dir = StateDir::from_env()?;
-    let _ = STATE_DIR.set(dir);
-    Ok(())
-}
-
-pub fn state_dir() -> &'static StateDir {
-    STATE_DIR.get_or_init(|| {
-        StateDir::new(stockade_runtime::state_dir::DEFAULT_ROOT).expect("an absolute path")
-    })
-}
-
 /// libcontainer's root directory for a containerd namespace.
-pub fn libcontainer_root(namespace: &str) -> PathBuf {
-    state_dir().libcontainer().join(namespace)
+pub fn libcontainer_root(state: &StateDir, namespace: &str) -> PathBuf {
+    state.libcontainer().join(namespace)
 }
 
 /// What Create did, for undoing it from disk.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Record {
     pub id: String,
     pub namespace: String,

@@ -6,18 +6,22 @@
 //! only then is the spec rewritten (capabilities, no_new_privs, paths, user namespace,
 //! cgroup limits, seccomp).
 
+mod devices;
 mod placement;
 mod policy;
 pub mod registry;
 mod resources;
+mod sysctls;
+
+pub use sysctls::{KUBERNETES_SAFE as KUBERNETES_SAFE_SYSCTLS, UNPRIVILEGED_PORT_START};
 
 use crate::idrange::IdRange;
 use crate::oci_spec::runtime::{
-    Capabilities, LinuxCapabilities, LinuxIdMappingBuilder, LinuxNamespace, LinuxNamespaceType,
-    LinuxResources, LinuxSeccomp, Mount, Spec,
+    Capabilities, LinuxCapabilities, LinuxDeviceCgroup, LinuxIdMappingBuilder, LinuxNamespace,
+    LinuxNamespaceType, LinuxResources, LinuxSeccomp, Mount, Spec,
 };
 use crate::profile::Profile;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
 pub use stockade_cgroups::CgroupDriver;
@@ -55,14 +59,27 @@ pub struct Hardened {
     /// The spec to hand to libcontainer (no `linux.seccomp`).
     pub spec: Spec,
     pub seccomp: SeccompPlan,
+    /// `net.*` sysctls the shim writes in the pod's network namespace (see sysctls.rs).
+    pub pod_sysctls: std::collections::BTreeMap<String, String>,
     pub report: Report,
 }
 
-/// Every change the hardener made, and why; notes for what it let through.
+/// Every change the hardener made, and why; notes for what it let through; findings for
+/// rules the profile audits instead of enforcing.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Report {
     pub changes: Vec<Change>,
     pub notes: Vec<String>,
+    pub findings: Vec<Finding>,
+}
+
+/// A rule that matched but, by the profile's choice, only records (e.g. `run-as-root`
+/// under `policy.run_as_root = "audit"`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Finding {
+    /// The rule's `Rule::name()`.
+    pub rule: String,
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -83,6 +100,13 @@ impl Report {
     fn note(&mut self, note: impl Into<String>) {
         self.notes.push(note.into());
     }
+
+    fn finding(&mut self, rule: Rule, reason: impl Into<String>) {
+        self.findings.push(Finding {
+            rule: rule.name().to_string(),
+            reason: reason.into(),
+        });
+    }
 }
 
 /// A policy rule that can refuse a container; `name()` is what errors and metrics carry.
@@ -98,10 +122,14 @@ pub enum Rule {
     MemoryCeiling,
     PidsCeiling,
     ForeignNamespace,
+    Sysctl,
+    HostDevices,
+    RunAsRoot,
+    UnknownSandbox,
 }
 
 impl Rule {
-    pub const ALL: [Rule; 10] = [
+    pub const ALL: [Rule; 14] = [
         Rule::Privileged,
         Rule::HostNetwork,
         Rule::HostPid,
@@ -112,6 +140,10 @@ impl Rule {
         Rule::MemoryCeiling,
         Rule::PidsCeiling,
         Rule::ForeignNamespace,
+        Rule::Sysctl,
+        Rule::HostDevices,
+        Rule::RunAsRoot,
+        Rule::UnknownSandbox,
     ];
 
     pub fn name(&self) -> &'static str {
@@ -126,6 +158,10 @@ impl Rule {
             Rule::MemoryCeiling => "memory-ceiling",
             Rule::PidsCeiling => "pids-ceiling",
             Rule::ForeignNamespace => "foreign-namespace",
+            Rule::Sysctl => "sysctl",
+            Rule::HostDevices => "host-devices",
+            Rule::RunAsRoot => "run-as-root",
+            Rule::UnknownSandbox => "unknown-sandbox",
         }
     }
 }
@@ -172,6 +208,9 @@ pub fn harden(
     }
 
     policy::check(&spec, profile, ctx, &mut report)?;
+    sysctls::check(&spec, profile)?;
+    let pod_sysctls =
+        sysctls::take_pod_netns_sysctls(&mut spec, profile, ctx.is_sandbox, &mut report);
 
     harden_process(&mut spec, profile, ctx, &mut report)?;
     harden_mounts(&mut spec, &mut report);
@@ -220,6 +259,7 @@ pub fn harden(
             default: profile.seccomp.profile.clone(),
             pod: pod_seccomp,
         },
+        pod_sysctls,
         report,
     })
 }
@@ -257,12 +297,27 @@ fn check_pod_seccomp(pod: &LinuxSeccomp) -> Result<(), HardenError> {
     Ok(())
 }
 
-/// Clamp (or refuse) a resources update the same way `harden` does for Create.
+/// Clamp (or refuse) a resources update the same way `harden` does for Create. The
+/// container's device rules are unknown here: an update may carry only the OCI default
+/// device rules (which are then left as Create set them); prefer [`harden_update`].
 pub fn harden_resources(
     resources: LinuxResources,
     profile: &Profile,
 ) -> Result<(LinuxResources, Report), HardenError> {
+    harden_update(resources, None, profile)
+}
+
+/// [`harden_resources`] knowing the device rules the container was created with
+/// (`linux.resources.devices` of its hardened spec): an update that changes them is
+/// refused (`host-devices`); one that repeats them (as CRI's UpdateContainerResources
+/// does) leaves the device cgroup as it is.
+pub fn harden_update(
+    resources: LinuxResources,
+    created_devices: Option<&[LinuxDeviceCgroup]>,
+    profile: &Profile,
+) -> Result<(LinuxResources, Report), HardenError> {
     let mut report = Report::default();
+    let resources = devices::check_update(resources, created_devices, &mut report)?;
     let limited = resources::limit(resources, &profile.cgroups, &mut report)?;
     Ok((limited, report))
 }

@@ -376,6 +376,17 @@ fn unmount_all(path: &Path) -> Result<(), RootfsError> {
     })
 }
 
+/// Whether the filesystem holding `path` takes idmapped mounts: an idmapped clone of its
+/// mount is made through `userns` and dropped again, never attached, so nothing is left
+/// behind. Ok(false) when the kernel or the filesystem refuses idmapping.
+pub fn idmap_supported(path: &Path, userns: BorrowedFd<'_>) -> Result<bool, RootfsError> {
+    match idmapped_clone(path, false, 0, userns) {
+        Ok(_tree) => Ok(true),
+        Err(RootfsError::IdmapUnsupported { .. }) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// Remove what [`mount_rootfs`] set up on `target` and in `staging`, from the paths
 /// alone (usable by a fresh process after a crash). Missing pieces are not an error.
 /// `target` itself (the bundle's rootfs directory) is kept; `staging` is removed.

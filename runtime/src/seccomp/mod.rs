@@ -1,6 +1,6 @@
 //! Seccomp: OCI `LinuxSeccomp` profiles compiled to BPF with `seccompiler`, and installed.
 //!
-//! CONTRACT (owned by the seccomp helper; these signatures are relied upon):
+//! The interface (the shim, the CLI, the bench and the fuzz targets call these):
 //! - [`load_file`]`(path) -> Result<LinuxSeccomp, SeccompError>`: read and parse an OCI
 //!   seccomp JSON file; errors name the file and the problem. Unknown keys are refused
 //!   (moby's `includes`/`excludes`/`archMap` would otherwise be dropped, widening the
