@@ -70,7 +70,7 @@ pub fn run(c: &Containerd, rts: &[Rt], n: usize) -> Result<Section> {
                 continue;
             }
             let id = format!("bench-ctr-{}-{i}", rt.label);
-            let mut cmd = Command::new("ctr");
+            let mut cmd = Command::new(c.binaries().ctr());
             cmd.arg("--address")
                 .arg(&c.socket)
                 .arg("--namespace")

@@ -11,7 +11,17 @@ fn read(path: &str) -> String {
 }
 
 /// First line of `cmd args` (stdout, else stderr), or "not found".
-fn version_of(cmd: &str, args: &[&str]) -> String {
+/// A containerd binary of the run: the harness's choice where it can make one.
+fn bin(name: &str) -> std::path::PathBuf {
+    let chosen = stockade_integration::binaries::Binaries::get().ok();
+    match (name, chosen) {
+        ("containerd", Some(b)) => b.containerd(),
+        ("ctr", Some(b)) => b.ctr(),
+        _ => name.into(),
+    }
+}
+
+fn version_of(cmd: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> String {
     match Command::new(cmd).args(args).output() {
         Ok(out) => {
             let text = if out.stdout.is_empty() {
@@ -110,9 +120,10 @@ pub fn collect(shim: &Result<std::path::PathBuf, String>) -> Value {
         "mem_total_kb": meminfo_kb("MemTotal"),
         "os": read("/etc/os-release").lines().find(|l| l.starts_with("PRETTY_NAME=")).map(|l| l.trim_start_matches("PRETTY_NAME=").trim_matches('"').to_string()),
         "cgroups": cgroup_mode(),
-        "containerd": version_of("containerd", &["--version"]),
+        // The containerd under test (STOCKADE_CONTAINERD, else Debian's from PATH).
+        "containerd": version_of(bin("containerd"), &["--version"]),
         "runc": version_of("runc", &["--version"]),
-        "ctr": version_of("ctr", &["--version"]),
+        "ctr": version_of(bin("ctr"), &["--version"]),
         "rustc": version_of("rustc", &["--version"]),
         "git_rev": git_rev(&root),
         "bench_build": if cfg!(debug_assertions) { "debug" } else { "release" },

@@ -387,7 +387,15 @@ fn run(args: &Args) -> Result<PathBuf> {
         // The shims' state (ID-range table, records) in a dir of the run's own: never the
         // node's /run/stockade, whose table other builds may have written.
         let state = bench_state_dir()?;
-        match Containerd::start_with(Some(state.path()), &runtimes::containerd_extra_config()) {
+        let version = stockade_integration::binaries::Binaries::get()
+            .map(|b| b.config_version())
+            .unwrap_or(stockade_integration::binaries::ConfigVersion::V2);
+        let options = stockade_integration::containerd::StartOptions {
+            state_dir: Some(state.path().to_path_buf()),
+            extra_config: runtimes::containerd_extra_config(version),
+            ..Default::default()
+        };
+        match Containerd::start_with(options) {
             Ok(c) => {
                 machine["containerd_instance"] = serde_json::json!(c.dir.display().to_string());
                 probe(

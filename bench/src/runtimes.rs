@@ -5,6 +5,7 @@
 use anyhow::{bail, Result};
 use k8s_cri::v1::security_profile::ProfileType;
 use k8s_cri::v1::{ContainerConfig, SecurityProfile};
+use stockade_integration::binaries::ConfigVersion;
 use stockade_integration::runtimes::TestRuntime;
 use stockade_integration::Cri;
 
@@ -16,11 +17,12 @@ pub const NULL_SHIM_BINARY: &str = "containerd-shim-stockadenull-v1";
 pub const FLOOR: &str = "null";
 
 /// What the private containerd needs beyond the harness's config: the floor's handler.
-pub fn containerd_extra_config() -> String {
-    format!(
-        "\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.{NULL_HANDLER}]\n  \
-         runtime_type = \"{NULL_RUNTIME}\"\n"
-    )
+pub fn containerd_extra_config(version: ConfigVersion) -> String {
+    let runtimes = match version {
+        ConfigVersion::V2 => r#"plugins."io.containerd.grpc.v1.cri".containerd.runtimes"#,
+        ConfigVersion::V3 => "plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes",
+    };
+    format!("\n[{runtimes}.{NULL_HANDLER}]\n  runtime_type = \"{NULL_RUNTIME}\"\n")
 }
 
 #[derive(Debug, Clone)]

@@ -2,23 +2,24 @@
 //! and images in a temp dir. Stopped by PID, and everything it created removed, on Drop
 //! (also when the test panics).
 
+use crate::binaries::{Binaries, ConfigVersion};
+use crate::config::{InstanceConfig, CNI_BIN_DIR};
 use crate::cri::Cri;
 use crate::exec::{output_with_timeout, tty_output_with_timeout, wait_for, TtyOutput};
 use crate::image::{write_test_images_archive, PAUSE_IMAGE};
+pub use crate::leftovers::{shim_socket_path, Leftovers};
 use crate::paths;
 use crate::teardown;
 use anyhow::{bail, Context, Result};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use std::fmt::Write as _;
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use stockade_runtime::idrange::IdAllocator;
-use stockade_runtime::profile::IdPoolSettings;
 use stockade_runtime::state_dir::{self, StateDir};
 
 /// containerd's CRI namespace.
@@ -32,36 +33,10 @@ pub const HANDLER_STOCKADE: &str = "stockade";
 pub const HANDLER_STOCKADE_STRICT: &str = "stockade-strict";
 pub const HANDLER_RUNC: &str = "runc";
 
-const CNI_BIN_DIR: &str = "/usr/lib/cni";
 /// Deadline for one `ctr` invocation.
 pub const CTR_TIMEOUT: Duration = Duration::from_secs(90);
 
 static INSTANCES: AtomicU32 = AtomicU32::new(0);
-
-/// Processes, mounts, cgroups and state an instance still has (see [`Containerd::leftovers`]).
-#[derive(Debug, Default)]
-pub struct Leftovers {
-    pub processes: Vec<String>,
-    pub mounts: Vec<PathBuf>,
-    pub cgroups: Vec<PathBuf>,
-    /// containerd's task bundles, Stockade's libcontainer state dirs, shim sockets.
-    pub task_dirs: Vec<PathBuf>,
-    /// Pods of this instance that still hold a host ID range.
-    pub id_ranges: Vec<String>,
-    /// Node state records (for the exporter) of this instance's containers.
-    pub node_records: Vec<PathBuf>,
-}
-
-impl Leftovers {
-    pub fn is_empty(&self) -> bool {
-        self.processes.is_empty()
-            && self.mounts.is_empty()
-            && self.cgroups.is_empty()
-            && self.task_dirs.is_empty()
-            && self.id_ranges.is_empty()
-            && self.node_records.is_empty()
-    }
-}
 
 pub struct Containerd {
     /// The instance's temp dir; everything below is removed on Drop.
@@ -79,18 +54,44 @@ pub struct Containerd {
     /// Directory holding containerd-shim-stockade-v1 (first in containerd's PATH).
     pub shim_dir: PathBuf,
     /// The Stockade shims' state directory (`STOCKADE_STATE_DIR` in containerd's
-    /// environment; /run/stockade unless the instance was started with another).
+    /// environment; a directory of the instance's own unless started with another).
     pub stockade_state: StateDir,
+    binaries: &'static Binaries,
+    /// Whether the config registers the Stockade CRI handlers itself.
+    stockade_runtimes: bool,
     /// Appended to the generated config.
     extra_config: String,
-    child: Option<Child>,
+    config_version: ConfigVersion,
+    pub(crate) child: Option<Child>,
     /// Network namespaces of CRI pods (under /run/netns), unmounted on Drop if left.
-    netns: Arc<Mutex<Vec<PathBuf>>>,
+    pub(crate) netns: Arc<Mutex<Vec<PathBuf>>>,
 }
 
-fn toml_str(p: &Path) -> String {
-    // Paths here are ours (no quotes or backslashes); Debug gives a TOML-compatible string.
-    format!("{:?}", p.display().to_string())
+/// How to start a private instance; [`StartOptions::default`] is what most tests use.
+#[derive(Debug, Clone)]
+pub struct StartOptions {
+    /// The Stockade shims' state directory (absolute; None: the instance's own).
+    pub state_dir: Option<PathBuf>,
+    /// Register the CRI handlers `stockade` and `stockade-strict` in the config (off for
+    /// tests that register them their own way: deploy/'s snippets, the node installer).
+    pub stockade_runtimes: bool,
+    /// The config format (None: the one the containerd under test is written for; a 2.x
+    /// containerd also reads version 2, as on a node upgraded from 1.x).
+    pub config_version: Option<ConfigVersion>,
+    /// Appended to the config (whole TOML tables, e.g. another CRI runtime handler for
+    /// the benchmark, in the config version of the containerd under test).
+    pub extra_config: String,
+}
+
+impl Default for StartOptions {
+    fn default() -> Self {
+        StartOptions {
+            state_dir: None,
+            stockade_runtimes: true,
+            config_version: None,
+            extra_config: String::new(),
+        }
+    }
 }
 
 impl Containerd {
@@ -98,19 +99,22 @@ impl Containerd {
     /// network, and the busybox and pause images imported into its own ctr namespace
     /// ([`Containerd::namespace`]) and into `k8s.io`.
     pub fn start() -> Result<Containerd> {
-        Containerd::start_with_state_dir(None)
+        Containerd::start_with(StartOptions::default())
     }
 
     /// [`Containerd::start`], with the Stockade shims keeping their state in `state_dir`
     /// (an absolute path; None: a directory of the instance's own).
     pub fn start_with_state_dir(state_dir: Option<&Path>) -> Result<Containerd> {
-        Containerd::start_with(state_dir, "")
+        Containerd::start_with(StartOptions {
+            state_dir: state_dir.map(Path::to_path_buf),
+            ..StartOptions::default()
+        })
     }
 
-    /// [`Containerd::start_with_state_dir`], with `extra_config` appended to the config
-    /// (whole TOML tables, e.g. another CRI runtime handler for the benchmark).
-    pub fn start_with(state_dir: Option<&Path>, extra_config: &str) -> Result<Containerd> {
-        for tool in ["containerd", "ctr", "runc", "ip"] {
+    /// Start a private instance of the containerd under test ([`Binaries::get`]).
+    pub fn start_with(options: StartOptions) -> Result<Containerd> {
+        let binaries = Binaries::get()?;
+        for tool in ["runc", "ip"] {
             paths::require_tool(tool)?;
         }
         for plugin in ["bridge", "host-local", "loopback"] {
@@ -135,9 +139,13 @@ impl Containerd {
             .tempdir_in("/tmp")
             .context("creating the instance's temp dir")?
             .keep();
+        // Searchable, not readable, by others (like /run/containerd): the containers'
+        // unprivileged host root must traverse it to reach bundles and netns mounts.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711))
+            .with_context(|| format!("chmod 0711 {}", dir.display()))?;
         // The instance's own node state (ID ranges, records): tests never share the
         // node's /run/stockade, nor with other checkouts' builds.
-        let stockade_state = match state_dir {
+        let stockade_state = match &options.state_dir {
             Some(dir) => StateDir::new(dir)?,
             None => StateDir::new(dir.join("stockade"))?,
         };
@@ -152,7 +160,12 @@ impl Containerd {
             bridge,
             shim_dir,
             stockade_state,
-            extra_config: extra_config.to_string(),
+            binaries,
+            stockade_runtimes: options.stockade_runtimes,
+            extra_config: options.extra_config.clone(),
+            config_version: options
+                .config_version
+                .unwrap_or_else(|| binaries.config_version()),
             child: None,
             netns: Arc::new(Mutex::new(Vec::new())),
         };
@@ -161,6 +174,16 @@ impl Containerd {
         c.spawn_daemon()?;
         c.import_images()?;
         Ok(c)
+    }
+
+    /// The format of this instance's config file.
+    pub fn config_version(&self) -> ConfigVersion {
+        self.config_version
+    }
+
+    /// The containerd binaries this instance runs.
+    pub fn binaries(&self) -> &'static Binaries {
+        self.binaries
     }
 
     /// The ctr namespace of this instance (for `ctr` tests).
@@ -209,90 +232,21 @@ impl Containerd {
         Ok(())
     }
 
-    /// containerd config (version 2) of this instance.
+    /// What this instance's config names.
+    pub fn instance_config(&self) -> InstanceConfig {
+        InstanceConfig {
+            dir: self.dir.clone(),
+            root: self.root.clone(),
+            state: self.state.clone(),
+            socket: self.socket.clone(),
+            profiles: paths::profiles_dir(),
+            stockade_runtimes: self.stockade_runtimes,
+        }
+    }
+
+    /// containerd config of this instance, in the format of the containerd under test.
     pub fn config_toml(&self) -> String {
-        let profiles = paths::profiles_dir();
-        let cri = r#"plugins."io.containerd.grpc.v1.cri""#;
-        let mut s = String::new();
-        let _ = write!(
-            s,
-            r#"version = 2
-root = {root}
-state = {state}
-disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.zfs"]
-
-[grpc]
-  address = {socket}
-
-[ttrpc]
-  address = {ttrpc}
-
-[debug]
-  level = "debug"
-
-[plugins."io.containerd.internal.v1.opt"]
-  path = {opt}
-
-[{cri}]
-  sandbox_image = "{pause}"
-  # Root here lacks CAP_SYS_RESOURCE: without this every sandbox fails to start.
-  restrict_oom_score_adj = true
-  stream_server_address = "127.0.0.1"
-  stream_server_port = "0"
-  enable_selinux = false
-  disable_apparmor = true
-
-[{cri}.containerd]
-  snapshotter = "overlayfs"
-  default_runtime_name = "runc"
-
-[{cri}.containerd.runtimes.runc]
-  runtime_type = "{runc}"
-  {passthrough}
-
-[{cri}.containerd.runtimes.runc.options]
-  Root = {runc_root}
-  SystemdCgroup = false
-
-[{cri}.containerd.runtimes.stockade]
-  runtime_type = "{stockade}"
-  {passthrough}
-
-[{cri}.containerd.runtimes.stockade.options]
-  ConfigPath = {default_profile}
-
-[{cri}.containerd.runtimes.stockade-strict]
-  runtime_type = "{stockade}"
-  {passthrough}
-
-[{cri}.containerd.runtimes.stockade-strict.options]
-  ConfigPath = {strict_profile}
-
-[{cri}.cni]
-  bin_dir = "{cni_bin}"
-  conf_dir = {cni_conf}
-  max_conf_num = 1
-"#,
-            root = toml_str(&self.root),
-            state = toml_str(&self.state),
-            socket = toml_str(&self.socket),
-            ttrpc = toml_str(&self.dir.join("containerd.sock.ttrpc")),
-            opt = toml_str(&self.dir.join("opt")),
-            pause = PAUSE_IMAGE,
-            runc = RUNC_RUNTIME,
-            runc_root = toml_str(&self.dir.join("runc")),
-            stockade = STOCKADE_RUNTIME,
-            default_profile = toml_str(&profiles.join("default.toml")),
-            strict_profile = toml_str(&profiles.join("strict.toml")),
-            cni_bin = CNI_BIN_DIR,
-            // Every pod and container annotation reaches the spec (the worst case an
-            // operator can configure): the security suite checks that none of them
-            // changes a decision.
-            passthrough = "pod_annotations = [\"*\"]\n  container_annotations = [\"*\"]",
-            cni_conf = toml_str(&self.dir.join("cni/net.d")),
-        );
-        s.push_str(&self.extra_config);
-        s
+        self.instance_config().render(self.config_version) + &self.extra_config
     }
 
     fn spawn_daemon(&mut self) -> Result<()> {
@@ -303,8 +257,9 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             .with_context(|| format!("opening {}", self.log_path.display()))?;
         let path = std::env::var_os("PATH").unwrap_or_default();
         let mut dirs = vec![self.shim_dir.clone()];
+        dirs.extend(self.binaries.path_dirs());
         dirs.extend(std::env::split_paths(&path));
-        let child = Command::new("containerd")
+        let child = Command::new(self.binaries.containerd())
             // Own process group: a Ctrl-C at the terminal must not kill it before the
             // harness has cleaned up.
             .process_group(0)
@@ -415,8 +370,39 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         self.spawn_daemon()
     }
 
-    fn ctr_command(&self, ns: &str, args: &[&str]) -> Command {
-        let mut cmd = Command::new("ctr");
+    /// Wait until containerd exits by itself (e.g. stopped by a script given its PID),
+    /// as a service manager would see it; errors after `timeout`.
+    pub fn wait_daemon_exit(&mut self, timeout: Duration) -> Result<std::process::ExitStatus> {
+        let Some(child) = self.child.as_mut() else {
+            bail!("containerd of {} is not running", self.name);
+        };
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                self.child = None;
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "containerd (pid {}) still runs after {timeout:?}",
+                    child.id()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Start containerd again after it stopped, with the same directories and whatever
+    /// its config file now says (and [`Containerd::shim_dir`] first on its PATH).
+    pub fn start_daemon(&mut self) -> Result<()> {
+        if let Some(pid) = self.pid() {
+            bail!("containerd of {} already runs (pid {pid})", self.name);
+        }
+        self.spawn_daemon()
+    }
+
+    pub(crate) fn ctr_command(&self, ns: &str, args: &[&str]) -> Command {
+        let mut cmd = Command::new(self.binaries.ctr());
         cmd.arg("--address")
             .arg(&self.socket)
             .arg("--namespace")
@@ -519,272 +505,6 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
     pub fn cgroup_dirs(&self) -> Vec<PathBuf> {
         teardown::cgroup_dirs(&self.cgroup_parent())
     }
-
-    /// What this instance has beyond containerd itself: processes other than containerd,
-    /// mounts under its root and state, cgroups below its parent, shim task dirs.
-    pub fn leftovers(&self) -> Leftovers {
-        let marker = self.dir.display().to_string();
-        let daemon = self.pid().map(|p| p as i32);
-        let processes = teardown::instance_processes(&marker, &self.cgroup_dirs())
-            .into_iter()
-            .filter(|p| Some(p.pid) != daemon)
-            // Our own ctr clients, if any are running, are not leftovers.
-            .filter(|p| p.args.first().is_none_or(|a| !a.ends_with("ctr")))
-            .map(|p| format!("{} {}", p.pid, p.args.join(" ")))
-            .collect();
-        let mut mounts = teardown::mounts_under(&self.root);
-        mounts.extend(teardown::mounts_under(&self.state));
-        let cgroups = self
-            .cgroup_dirs()
-            .iter()
-            .flat_map(|d| teardown::cgroup_tree(d).into_iter().skip(1))
-            .collect();
-        let mut task_dirs = Vec::new();
-        for ns in [self.name.as_str(), CRI_NAMESPACE] {
-            let d = self.state.join("io.containerd.runtime.v2.task").join(ns);
-            if let Ok(entries) = std::fs::read_dir(&d) {
-                task_dirs.extend(entries.flatten().map(|e| e.path()));
-            }
-        }
-        task_dirs.extend(self.shim_state_dirs());
-        task_dirs.extend(self.shim_sockets());
-        let ids = self.logged_ids();
-        // Only reading the table: any pool will do.
-        let any_pool = IdPoolSettings {
-            first_id: 1 << 30,
-            size: 1 << 16,
-            ids_per_pod: 1 << 16,
-        };
-        let id_ranges = IdAllocator::open(self.stockade_state.id_ranges(), any_pool)
-            .and_then(|allocator| allocator.table())
-            .map(|table| {
-                table
-                    .iter()
-                    .map(|(pod, _)| pod.to_string())
-                    .filter(|pod| ids.contains(pod))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let node_records = ids
-            .iter()
-            .map(|id| self.stockade_state.containers().join(format!("{id}.json")))
-            .filter(|p| p.exists())
-            .collect();
-        Leftovers {
-            processes,
-            mounts,
-            cgroups,
-            task_dirs,
-            id_ranges,
-            node_records,
-        }
-    }
-
-    /// Container ids this containerd has logged (CRI's 64-hex ids and ctr's `id=` names).
-    fn logged_ids(&self) -> std::collections::BTreeSet<String> {
-        let log = std::fs::read_to_string(&self.log_path).unwrap_or_default();
-        let mut ids: std::collections::BTreeSet<String> = log
-            .split(|c: char| !c.is_ascii_hexdigit())
-            .filter(|t| t.len() == 64)
-            .map(str::to_string)
-            .collect();
-        // Bundle paths name the id: .../io.containerd.runtime.v2.task/<ns>/<id>.
-        for part in log.split("io.containerd.runtime.v2.task/").skip(1) {
-            if let Some(id) = part
-                .split(|c: char| c == '"' || c.is_whitespace())
-                .next()
-                .and_then(|p| p.split('/').nth(1))
-                .filter(|id| !id.is_empty())
-            {
-                ids.insert(id.to_string());
-            }
-        }
-        for part in log.split(" id=").skip(1) {
-            let id = part
-                .trim_start_matches('"')
-                .split(|c: char| c == '"' || c.is_whitespace())
-                .next()
-                .unwrap_or("");
-            if !id.is_empty() {
-                ids.insert(id.to_string());
-            }
-        }
-        ids
-    }
-
-    /// Shim sockets (in /run/containerd/s, named by a hash of our address, namespace and
-    /// container id) that still exist for containers of this instance.
-    pub fn shim_sockets(&self) -> Vec<PathBuf> {
-        let ids = self.logged_ids();
-        let mut found = Vec::new();
-        for ns in [self.name.as_str(), CRI_NAMESPACE] {
-            for id in &ids {
-                let path = shim_socket_path(&self.socket, ns, id);
-                if path.exists() {
-                    found.push(path);
-                }
-            }
-        }
-        found
-    }
-
-    /// Stockade's libcontainer state dirs of this instance's containers. Its ctr
-    /// namespace is ours alone; in k8s.io only the IDs our containerd logged are ours.
-    pub fn shim_state_dirs(&self) -> Vec<PathBuf> {
-        let root = self.stockade_state.libcontainer();
-        let mut dirs = Vec::new();
-        if let Ok(entries) = std::fs::read_dir(root.join(&self.name)) {
-            dirs.extend(entries.flatten().map(|e| e.path()));
-        }
-        for id in self.logged_ids().iter().filter(|id| id.len() == 64) {
-            let d = root.join(CRI_NAMESPACE).join(id);
-            if d.exists() {
-                dirs.push(d);
-            }
-        }
-        dirs
-    }
-
-    /// Best effort: remove CRI pods and ctr containers through containerd itself, with
-    /// short deadlines (a hung shim must not hang the teardown; the forced path follows).
-    fn graceful_cleanup(&self) {
-        const QUICK: Duration = Duration::from_secs(20);
-        let ctr = |args: &[&str]| -> Option<String> {
-            let mut cmd = self.ctr_command(&self.name, args);
-            output_with_timeout(&mut cmd, QUICK)
-                .ok()
-                .filter(|o| o.status.success())
-                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        };
-        if let Ok(cri) = Cri::connect(
-            &self.socket,
-            self.dir.join("pods"),
-            self.cgroup_parent(),
-            Arc::clone(&self.netns),
-        ) {
-            let cri = cri.with_timeout(QUICK);
-            if let Ok(pods) = cri.list_pod_sandboxes() {
-                for pod in pods {
-                    let _ = cri.stop_pod_sandbox(&pod.id);
-                    let _ = cri.remove_pod_sandbox(&pod.id);
-                }
-            }
-        }
-        if let Some(tasks) = ctr(&["tasks", "ls", "-q"]) {
-            for id in tasks.lines().map(str::trim).filter(|l| !l.is_empty()) {
-                let _ = ctr(&["tasks", "rm", "-f", id]);
-            }
-        }
-        if let Some(containers) = ctr(&["containers", "ls", "-q"]) {
-            for id in containers.lines().map(str::trim).filter(|l| !l.is_empty()) {
-                let _ = ctr(&["containers", "rm", id]);
-            }
-        }
-    }
-
-    /// Stop everything this instance started and remove what it created; returns a
-    /// description of anything that could not be removed.
-    fn teardown(&mut self) -> Vec<String> {
-        let mut problems = Vec::new();
-        if self.child.is_some() {
-            self.graceful_cleanup();
-        }
-        if let Err(e) = self.stop_daemon() {
-            problems.push(format!("stopping containerd: {e:#}"));
-        }
-        let cgroup_dirs = self.cgroup_dirs();
-        teardown::thaw(&cgroup_dirs);
-        let marker = self.dir.display().to_string();
-        let procs = teardown::instance_processes(&marker, &cgroup_dirs);
-        let pids: Vec<i32> = procs.iter().map(|p| p.pid).collect();
-        let alive = teardown::kill_and_wait(&pids, Duration::from_secs(10));
-        if !alive.is_empty() {
-            problems.push(format!("processes still alive: {alive:?}"));
-        }
-        // Shim sockets live in /run/containerd/s, named by a hash of our address.
-        for p in &procs {
-            self.remove_shim_socket(&p.args);
-        }
-        if let Ok(mut netns) = self.netns.lock() {
-            for ns in netns.drain(..) {
-                // CRI names them under /var/run, mountinfo under /run: unmount whatever
-                // the path is; a pod removed through CRI has no file left anyway.
-                if ns.exists() {
-                    let _ = nix::mount::umount2(&ns, nix::mount::MntFlags::MNT_DETACH);
-                    let _ = std::fs::remove_file(&ns);
-                    if ns.exists() {
-                        problems.push(format!("network namespace {} left", ns.display()));
-                    }
-                }
-            }
-        }
-        let still_mounted = teardown::unmount_under(&self.dir);
-        if !still_mounted.is_empty() {
-            problems.push(format!("still mounted: {still_mounted:?}"));
-        }
-        for sock in self.shim_sockets() {
-            let _ = std::fs::remove_file(sock);
-        }
-        for d in self.shim_state_dirs() {
-            let _ = std::fs::remove_dir_all(d);
-        }
-        let _ = std::fs::remove_dir(self.stockade_state.libcontainer().join(&self.name));
-        let cgroups = teardown::remove_cgroups(&cgroup_dirs, Duration::from_secs(10));
-        if !cgroups.is_empty() {
-            problems.push(format!("cgroups left: {cgroups:?}"));
-        }
-        if Path::new("/sys/class/net").join(&self.bridge).exists() {
-            let _ = output_with_timeout(
-                Command::new("ip").args(["link", "del", &self.bridge]),
-                Duration::from_secs(10),
-            );
-        }
-        // libcni caches results per network name (ours is unique) in /var/lib/cni.
-        if let Ok(entries) = std::fs::read_dir("/var/lib/cni/results") {
-            let prefix = format!("{}-", self.name);
-            for e in entries.flatten() {
-                let file = e.file_name().to_string_lossy().into_owned();
-                // <network>-<sandbox id>-<ifname>; the pod's loopback result goes too.
-                if let Some(rest) = file.strip_prefix(&prefix) {
-                    let _ = std::fs::remove_file(e.path());
-                    if let Some((sandbox, _)) = rest.rsplit_once('-') {
-                        let lo = format!("cni-loopback-{sandbox}-lo");
-                        let _ = std::fs::remove_file(Path::new("/var/lib/cni/results").join(lo));
-                    }
-                }
-            }
-        }
-        // runc's default root for containers started by ctr is namespaced by our name.
-        let _ = std::fs::remove_dir_all(Path::new("/run/containerd/runc").join(&self.name));
-        if still_mounted.is_empty() {
-            if let Err(e) = std::fs::remove_dir_all(&self.dir) {
-                problems.push(format!("removing {}: {e}", self.dir.display()));
-            }
-        }
-        problems
-    }
-
-    fn remove_shim_socket(&self, args: &[String]) {
-        let (Some(ns), Some(id), Some(addr)) = (
-            teardown::arg_value(args, "-namespace"),
-            teardown::arg_value(args, "-id"),
-            teardown::arg_value(args, "-address"),
-        ) else {
-            return;
-        };
-        if Path::new(addr) == self.socket {
-            let _ = std::fs::remove_file(shim_socket_path(&self.socket, ns, id));
-        }
-    }
-}
-
-/// containerd 1.6 (and the Rust shim crate) put a shim's socket at
-/// /run/containerd/s/sha256(<containerd address>/<namespace>/<id>).
-pub fn shim_socket_path(address: &Path, namespace: &str, id: &str) -> PathBuf {
-    use sha2::{Digest, Sha256};
-    let key = address.join(namespace).join(id);
-    let hash = Sha256::digest(key.display().to_string().as_bytes());
-    Path::new("/run/containerd/s").join(format!("{hash:x}"))
 }
 
 impl Drop for Containerd {

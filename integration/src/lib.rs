@@ -3,12 +3,17 @@
 //! checks of what a container really got ([`hardening`], [`cgroups`]), a private Prometheus
 //! ([`prometheus`]).
 
+pub mod binaries;
 pub mod cgroups;
+pub mod config;
+pub mod conformance;
 pub mod containerd;
 pub mod cri;
+pub mod deploy;
 pub mod exec;
 pub mod hardening;
 pub mod image;
+pub mod leftovers;
 pub mod paths;
 pub mod probes;
 pub mod prometheus;

@@ -90,6 +90,25 @@ fn test_profiles_dir() -> PathBuf {
     workspace_root().join("target/stockade-test-profiles")
 }
 
+/// A shipped profile as tests use it: its audit log under target/, and (with `seccomp`)
+/// its seccomp profile at an absolute path.
+fn test_profile_text(shipped: &Path, name: &str, seccomp: Option<&Path>) -> Result<String> {
+    let path = shipped.join(name);
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    // Every relative "seccomp/..." path (profile, narrow) points at `seccomp`, the
+    // resolved directory of the shipped seccomp files.
+    let lines: Vec<String> = text
+        .lines()
+        .map(|line| match seccomp {
+            _ if line.starts_with("log = ") => format!("log = {:?}", test_audit_log()),
+            Some(dir) => line.replace("\"seccomp/", &format!("\"{}/", dir.display())),
+            None => line.to_string(),
+        })
+        .collect();
+    Ok(lines.join("\n") + "\n")
+}
+
 fn test_profiles(shipped: &Path) -> Result<PathBuf> {
     let dir = test_profiles_dir();
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -97,29 +116,33 @@ fn test_profiles(shipped: &Path) -> Result<PathBuf> {
     let seccomp = seccomp
         .canonicalize()
         .with_context(|| format!("resolving {}", seccomp.display()))?;
-    // Every relative "seccomp/..." path (profile, narrow) points at the shipped files.
-    let shipped_seccomp = format!("\"{}/", seccomp.display());
     for name in ["default.toml", "strict.toml"] {
-        let text = std::fs::read_to_string(shipped.join(name))
-            .with_context(|| format!("reading {}", shipped.join(name).display()))?;
-        let text: String = text
-            .lines()
-            .map(|line| {
-                if line.starts_with("log = ") {
-                    format!("log = {:?}", test_audit_log())
-                } else {
-                    line.replace("\"seccomp/", &shipped_seccomp)
-                }
-            })
-            .collect::<Vec<_>>()
-            .join("\n");
+        let text = test_profile_text(shipped, name, Some(&seccomp))?;
         // Several test processes may do this at once: write aside, then rename.
         let tmp = dir.join(format!(".{name}.{}", std::process::id()));
-        std::fs::write(&tmp, text + "\n").with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
         std::fs::rename(&tmp, dir.join(name))
             .with_context(|| format!("renaming {}", tmp.display()))?;
     }
     Ok(dir)
+}
+
+/// The shipped profiles laid out as an installer copies them (default.toml, strict.toml,
+/// seccomp/default.json, the seccomp path relative), in `dir`, with the audit log under
+/// target/ so an installed copy never writes the node's /var/log/stockade.
+pub fn installable_profiles(dir: &Path) -> Result<()> {
+    let shipped = workspace_root().join("profiles");
+    std::fs::create_dir_all(dir.join("seccomp"))
+        .with_context(|| format!("creating {}/seccomp", dir.display()))?;
+    for name in ["default.toml", "strict.toml"] {
+        let text = test_profile_text(&shipped, name, None)?;
+        std::fs::write(dir.join(name), text)
+            .with_context(|| format!("writing {}", dir.join(name).display()))?;
+    }
+    let json = "seccomp/default.json";
+    std::fs::copy(shipped.join(json), dir.join(json))
+        .with_context(|| format!("copying {}", shipped.join(json).display()))?;
+    Ok(())
 }
 
 /// A profile by file name, e.g. `default.toml`; errors if it does not exist.

@@ -4,10 +4,16 @@
 //! from those), never by name.
 
 use crate::cgroups::{cgroup_mounts, unescape_mountinfo};
+use crate::containerd::Containerd;
+use crate::cri::Cri;
+use crate::exec::output_with_timeout;
+use crate::leftovers::shim_socket_path;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone)]
@@ -236,5 +242,141 @@ pub fn remove_cgroups(dirs: &[PathBuf], timeout: Duration) -> Vec<PathBuf> {
             return remaining;
         }
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+// ------------------------------------------------------------ one instance's teardown
+
+impl Containerd {
+    /// Best effort: remove CRI pods and ctr containers through containerd itself, with
+    /// short deadlines (a hung shim must not hang the teardown; the forced path follows).
+    fn graceful_cleanup(&self) {
+        const QUICK: Duration = Duration::from_secs(20);
+        let ctr = |args: &[&str]| -> Option<String> {
+            let mut cmd = self.ctr_command(&self.name, args);
+            output_with_timeout(&mut cmd, QUICK)
+                .ok()
+                .filter(|o| o.status.success())
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        };
+        if let Ok(cri) = Cri::connect(
+            &self.socket,
+            self.dir.join("pods"),
+            self.cgroup_parent(),
+            Arc::clone(&self.netns),
+        ) {
+            let cri = cri.with_timeout(QUICK);
+            if let Ok(pods) = cri.list_pod_sandboxes() {
+                for pod in pods {
+                    let _ = cri.stop_pod_sandbox(&pod.id);
+                    let _ = cri.remove_pod_sandbox(&pod.id);
+                }
+            }
+        }
+        if let Some(tasks) = ctr(&["tasks", "ls", "-q"]) {
+            for id in tasks.lines().map(str::trim).filter(|l| !l.is_empty()) {
+                let _ = ctr(&["tasks", "rm", "-f", id]);
+            }
+        }
+        if let Some(containers) = ctr(&["containers", "ls", "-q"]) {
+            for id in containers.lines().map(str::trim).filter(|l| !l.is_empty()) {
+                let _ = ctr(&["containers", "rm", id]);
+            }
+        }
+    }
+
+    /// Stop everything this instance started and remove what it created; returns a
+    /// description of anything that could not be removed.
+    pub(crate) fn teardown(&mut self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.child.is_some() {
+            self.graceful_cleanup();
+        }
+        if let Err(e) = self.stop_daemon() {
+            problems.push(format!("stopping containerd: {e:#}"));
+        }
+        let cgroup_dirs = self.cgroup_dirs();
+        thaw(&cgroup_dirs);
+        let marker = self.dir.display().to_string();
+        let procs = instance_processes(&marker, &cgroup_dirs);
+        let pids: Vec<i32> = procs.iter().map(|p| p.pid).collect();
+        let alive = kill_and_wait(&pids, Duration::from_secs(10));
+        if !alive.is_empty() {
+            problems.push(format!("processes still alive: {alive:?}"));
+        }
+        // Shim sockets live in /run/containerd/s, named by a hash of our address.
+        for p in &procs {
+            self.remove_shim_socket(&p.args);
+        }
+        if let Ok(mut netns) = self.netns.lock() {
+            for ns in netns.drain(..) {
+                // CRI names them under /var/run, mountinfo under /run: unmount whatever
+                // the path is; a pod removed through CRI has no file left anyway.
+                if ns.exists() {
+                    let _ = nix::mount::umount2(&ns, nix::mount::MntFlags::MNT_DETACH);
+                    let _ = std::fs::remove_file(&ns);
+                    if ns.exists() {
+                        problems.push(format!("network namespace {} left", ns.display()));
+                    }
+                }
+            }
+        }
+        let still_mounted = unmount_under(&self.dir);
+        if !still_mounted.is_empty() {
+            problems.push(format!("still mounted: {still_mounted:?}"));
+        }
+        for sock in self.shim_sockets() {
+            let _ = std::fs::remove_file(sock);
+        }
+        for d in self.shim_state_dirs() {
+            let _ = std::fs::remove_dir_all(d);
+        }
+        let _ = std::fs::remove_dir(self.stockade_state.libcontainer().join(&self.name));
+        let cgroups = remove_cgroups(&cgroup_dirs, Duration::from_secs(10));
+        if !cgroups.is_empty() {
+            problems.push(format!("cgroups left: {cgroups:?}"));
+        }
+        if Path::new("/sys/class/net").join(&self.bridge).exists() {
+            let _ = output_with_timeout(
+                Command::new("ip").args(["link", "del", &self.bridge]),
+                Duration::from_secs(10),
+            );
+        }
+        // libcni caches results per network name (ours is unique) in /var/lib/cni.
+        if let Ok(entries) = std::fs::read_dir("/var/lib/cni/results") {
+            let prefix = format!("{}-", self.name);
+            for e in entries.flatten() {
+                let file = e.file_name().to_string_lossy().into_owned();
+                // <network>-<sandbox id>-<ifname>; the pod's loopback result goes too.
+                if let Some(rest) = file.strip_prefix(&prefix) {
+                    let _ = std::fs::remove_file(e.path());
+                    if let Some((sandbox, _)) = rest.rsplit_once('-') {
+                        let lo = format!("cni-loopback-{sandbox}-lo");
+                        let _ = std::fs::remove_file(Path::new("/var/lib/cni/results").join(lo));
+                    }
+                }
+            }
+        }
+        // runc's default root for containers started by ctr is namespaced by our name.
+        let _ = std::fs::remove_dir_all(Path::new("/run/containerd/runc").join(&self.name));
+        if still_mounted.is_empty() {
+            if let Err(e) = std::fs::remove_dir_all(&self.dir) {
+                problems.push(format!("removing {}: {e}", self.dir.display()));
+            }
+        }
+        problems
+    }
+
+    fn remove_shim_socket(&self, args: &[String]) {
+        let (Some(ns), Some(id), Some(addr)) = (
+            arg_value(args, "-namespace"),
+            arg_value(args, "-id"),
+            arg_value(args, "-address"),
+        ) else {
+            return;
+        };
+        if Path::new(addr) == self.socket {
+            let _ = std::fs::remove_file(shim_socket_path(&self.socket, ns, id));
+        }
     }
 }

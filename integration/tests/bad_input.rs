@@ -242,11 +242,12 @@ fn broken_profiles_fail_ctr_run_naming_file_and_key() {
         );
         let err = stderr(&out);
         show(name, &err);
-        assert_names(
-            name,
-            &err,
-            &[&format!("profile {}", file.display()), "invalid argument"],
-        );
+        assert_names(name, &err, &[&format!("profile {}", file.display())]);
+        // ctr 2.x prints the error without its gRPC code (the shim's code does not depend
+        // on the containerd: 1.6's ctr shows it).
+        if c.binaries().major() < 2 {
+            assert_names(name, &err, &["invalid argument"]);
+        }
         assert_names(name, &err, &needles);
         assert_nothing_left(&c, name);
     }
@@ -295,7 +296,8 @@ impl<'a> Specs<'a> {
         file
     }
 
-    /// `ctr run <flags> --runtime stockade --runtime-config-path <profile> --config <spec> id`.
+    /// `ctr run <flags> --runtime stockade --runtime-config-path <profile> --config <spec> id`
+    /// (`profile` as in profiles/).
     fn run(
         &self,
         flags: &[&str],
@@ -304,20 +306,33 @@ impl<'a> Specs<'a> {
         edit: impl FnOnce(&mut Value),
     ) -> Output {
         let file = self.spec(id, edit);
-        let profile = paths::profile(profile).unwrap().display().to_string();
+        let spec: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+        let profile = paths::profile(profile).unwrap();
         let file = file.display().to_string();
-        let mut args = vec!["run"];
-        args.extend_from_slice(flags);
-        args.extend([
-            "--runtime",
-            STOCKADE_RUNTIME,
-            "--runtime-config-path",
-            &profile,
-            "--config",
-            &file,
-            id,
-        ]);
-        self.c.ctr(&args)
+        let mut args: Vec<String> = vec!["run".into()];
+        args.extend(flags.iter().map(|f| f.to_string()));
+        args.extend(["--runtime".into(), STOCKADE_RUNTIME.into()]);
+        // ctr 2.x chowns a user-namespaced spec's FIFOs through runc's own options type
+        // and fails client-side on any other options: such specs go without options, and
+        // the shim takes the harness's $STOCKADE_PROFILE (the default profile) instead.
+        let uid_mapped = spec["linux"]["uidMappings"]
+            .as_array()
+            .is_some_and(|m| !m.is_empty());
+        if uid_mapped && self.c.binaries().major() >= 2 {
+            assert_eq!(
+                profile,
+                paths::profile("default.toml").unwrap(),
+                "a user-namespaced spec under ctr 2.x can only use $STOCKADE_PROFILE"
+            );
+        } else {
+            args.extend([
+                "--runtime-config-path".into(),
+                profile.display().to_string(),
+            ]);
+        }
+        args.extend(["--config".into(), file, id.into()]);
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.c.ctr(&refs)
     }
 
     /// Run `id` detached; its host PID once it runs.
@@ -455,9 +470,9 @@ fn absurd_specs_are_refused_with_a_named_error() {
                 })
             }),
             vec![
-                "the sandbox \"a\\nb\\u{1b}[31mxxx",
+                "sandbox \"a\\nb\\u{1b}[31mxxx",
                 "... (10248 bytes)",
-                "not managed",
+                "rule `unknown-sandbox`",
             ],
         ),
         (

@@ -17,6 +17,7 @@ pub mod namespaces;
 pub mod node_state;
 pub mod pod;
 pub mod profile;
+pub mod quote;
 pub mod rootfs;
 pub mod seccomp;
 pub mod spec;

@@ -109,8 +109,8 @@ pub fn check_sandbox(
         Err(Refusal {
             rule: Rule::UnknownSandbox,
             reason: format!(
-                "the container names sandbox {:?} (annotation {ANNOTATION_SANDBOX_ID}), {why}",
-                pod.sandbox_id
+                "the container names sandbox {} (annotation {ANNOTATION_SANDBOX_ID}), {why}",
+                crate::quote::quoted(&pod.sandbox_id)
             ),
         })
     };

@@ -18,6 +18,7 @@ use super::lifecycle::{ExitOutcome, ExitStatus, Lifecycle};
 use crate::error::{Result, ShimError};
 use crate::io::{Console, StdioPaths};
 use crate::state::Record;
+use stockade_runtime::quote::quoted;
 
 /// Exits of pids nobody claimed (libcontainer's intermediate processes, or a process that
 /// exited before its Create/Start answer arrived) are kept this long.
@@ -223,15 +224,5 @@ fn exit_event(container_id: &str, exec_id: &str, pid: i32, status: &ExitStatus) 
         exit_status: status.code,
         exited_at: MessageField::some(status.at.clone()),
         ..Default::default()
-    }
-}
-
-/// A value from the request in an error: quoted (control characters escaped) and at most
-/// 100 characters, however long the value.
-pub fn quoted(value: &str) -> String {
-    const MAX: usize = 100;
-    match value.char_indices().nth(MAX) {
-        None => format!("{value:?}"),
-        Some((end, _)) => format!("{:?}... ({} bytes)", &value[..end], value.len()),
     }
 }
