@@ -17,7 +17,7 @@ mount -o loop "$img" /tmp
 chmod 1777 /tmp
 
 failed=()
-run() { # name binary args...
+run() { # name binary args... (the caller's environment passes on)
   local name=$1 bin=$2; shift 2
   local t0; t0=$(date +%s)
   echo "== $name"
@@ -32,14 +32,22 @@ run() { # name binary args...
 run "rootfs on ext4 (userns_rootfs)" "$rootfs"
 for b in $cgroups_bins; do run "stockade-cgroups $(basename "$b")" "$b"; done
 if [ "$(cat /proc/1/comm)" = systemd ]; then
-  run "cgroup2 (systemd)" "$cgroup2" --ignored --exact \
-    devices_outside_the_rules_cannot_be_opened \
-    a_systemd_path_lands_in_its_scope_with_the_limits \
-    a_kubelet_style_pod_lands_in_its_slice_with_the_limits
+  cgroup2_tests=(devices_outside_the_rules_cannot_be_opened
+    a_systemd_path_lands_in_its_scope_with_the_limits
+    a_kubelet_style_pod_lands_in_its_slice_with_the_limits)
+  driver=systemd
 else
-  run "cgroup2 (cgroupfs)" "$cgroup2" --ignored --exact \
-    devices_outside_the_rules_cannot_be_opened \
-    a_systemd_path_without_systemd_goes_under_the_profile_parent
+  cgroup2_tests=(devices_outside_the_rules_cannot_be_opened
+    a_systemd_path_without_systemd_goes_under_the_profile_parent)
+  driver=cgroupfs
+fi
+run "cgroup2 ($driver, containerd 1.6)" "$cgroup2" --ignored --exact "${cgroup2_tests[@]}"
+c2=${STOCKADE_C2_CONTAINERD2:-}
+if [ -n "$c2" ] && [ -x "$c2/containerd" ]; then
+  STOCKADE_CONTAINERD=$c2 run "cgroup2 ($driver, containerd $("$c2/containerd" --version | awk '{print $3}'))" \
+    "$cgroup2" --ignored --exact "${cgroup2_tests[@]}"
+else
+  echo "!!! cgroup2 tests against containerd 2.x SKIPPED: no shared containerd 2.x"
 fi
 run stockade_ctr "$ctr"
 run "stockade_cri (limits, update, refusal)" "$cri" --exact \

@@ -1,22 +1,23 @@
 #!/usr/bin/env bash
 # The cgroup v2 suite: builds the test binaries here, then runs them inside the shared pure
-# cgroup v2 VM (../shared/cgroup2-vm: Debian's kernel 6.1, cgroup_no_v1=all), once with a
-# plain init (cgroupfs driver) and once with systemd as PID 1 (systemd driver). Each VM run
-# holds /work/heavy.lock (it takes both cores). Prints each run's wall time.
+# cgroup v2 VM ($STOCKADE_SHARED/cgroup2-vm, default ../shared: Debian's kernel 6.1,
+# cgroup_no_v1=all), once with a plain init (cgroupfs driver) and once with systemd as
+# PID 1 (systemd driver); the cgroup2 tests also against the shared containerd 2.x where it
+# is there. Each VM run holds /work/heavy.lock (it takes both cores) and prints its wall time.
 #
 #   scripts/cgroup2-vm.sh              both inits
 #   C2VM_INITS=systemd scripts/cgroup2-vm.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd -P)
-VM=${C2VM_RUN:-$ROOT/../shared/cgroup2-vm/run.sh}
-[ -x "$VM" ] || VM=/work/shared/cgroup2-vm/run.sh
+SHARED=${STOCKADE_SHARED:-$ROOT/../shared}
+VM=$SHARED/cgroup2-vm/run.sh
+C2=${STOCKADE_CONTAINERD2:-$SHARED/containerd-2/bin}
 if [ ! -x "$VM" ]; then
-  echo "=================================================================" >&2
-  echo "SKIPPED: the cgroup v2 VM suite (no ../shared/cgroup2-vm/run.sh)" >&2
-  echo "=================================================================" >&2
+  printf '\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n!!! cgroup v2 VM suite SKIPPED: no %s\n!!! (the shared tools are looked up in STOCKADE_SHARED, default ../shared)\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\n' "$VM" >&2
   exit 0
 fi
+[ -x "$C2/containerd" ] || C2=""
 LOCK=${HEAVY_LOCK:-/work/heavy.lock}
 CARGO=${CARGO:-cargo}
 
@@ -36,7 +37,8 @@ for init in ${C2VM_INITS:-simple systemd}; do
   exec 9>"$LOCK"
   flock 9
   start=$(date +%s)
-  if ! env C2VM_INIT="$init" C2VM_PASS_ENV="STOCKADE_C2_INIT" STOCKADE_C2_INIT="$init" \
+  if ! env C2VM_INIT="$init" C2VM_PASS_ENV="STOCKADE_C2_INIT STOCKADE_C2_CONTAINERD2" \
+      STOCKADE_C2_INIT="$init" STOCKADE_C2_CONTAINERD2="$C2" \
       "$VM" bash scripts/cgroup2-vm-guest.sh \
       "${cgroups_bins[*]}" "$(bin_of cgroup2)" "$(bin_of stockade_ctr)" "$(bin_of stockade_cri)" \
       "${rootfs_bin[0]}"; then
