@@ -5,7 +5,7 @@ PREFIX ?= /usr/local
 ETC ?= /etc/stockade
 PROFILE_DIR := profiles
 
-.PHONY: fuzz leak-test security-report all build release test test-unit test-integration conformance lint fmt install uninstall demo bench bench-quick deps deps-build deps-demo deps-test deps-lint deps-fuzz clean
+.PHONY: fuzz leak-test security-report all build release test test-unit test-integration test-cgroup2 conformance lint fmt install uninstall demo bench bench-quick deps deps-build deps-demo deps-test deps-lint deps-fuzz clean
 
 all: build
 
@@ -26,10 +26,12 @@ deps-build deps-demo deps-test deps-lint deps-fuzz:
 # Unit and property tests (no root needed), then the tests against a real containerd
 # (root; installs the packages the tests use first): once against Debian's containerd
 # 1.6, once against the shared containerd 2.x (../shared/containerd-2/bin, or
-# STOCKADE_SHARED; skipped, loudly, where absent).
+# STOCKADE_SHARED; skipped, loudly, where absent); then the pure cgroup v2 suite in the
+# shared VM (../shared/cgroup2-vm; skipped, loudly, where absent).
 test: deps-test build
 	$(CARGO) test --workspace --exclude stockade-integration
 	CARGO=$(CARGO) ./scripts/test-integration.sh
+	CARGO=$(CARGO) ./scripts/cgroup2-vm.sh
 
 test-unit:
 	$(CARGO) test --workspace --exclude stockade-integration
@@ -41,6 +43,12 @@ test-integration: deps-test build
 # 2.x (root; ~30 minutes): target/conformance/report.md, copied to conformance/report.md.
 conformance: deps-test release
 	./scripts/conformance.sh
+
+# Pure cgroup v2, with the cgroupfs and the systemd driver, in ../shared/cgroup2-vm (kernel
+# 6.1): test binaries built here, run in the VM under /work/heavy.lock. C2VM_INITS=systemd
+# for one init only.
+test-cgroup2: deps-test
+	./scripts/cgroup2-vm.sh
 
 # Create/delete cycles under Stockade (root): nothing left behind, no fd growth in
 # containerd or a long-lived pod's shim. LEAK_CYCLES=60 for a quick run.

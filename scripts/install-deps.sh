@@ -2,12 +2,15 @@
 # Installs what a make target needs, if missing: `install-deps.sh PURPOSE...`.
 #
 #   build  compiling the workspace: a C toolchain (Rust's linker; the bench's and the escape
-#          probes' static C helpers) and protoc (the CRI client's code is generated)
+#          probes' static C helpers), protoc (the CRI client's code is generated), and make,
+#          pkg-config, libelf and zlib headers (libbpf, built from source for libcgroups'
+#          cgroup v2 device rules in eBPF)
 #   demo   build + what `make demo` runs: containerd, runc, busybox (the test image), the
 #          CNI plugins (pod network) and iproute2 (its teardown)
 #   test   demo + what the tests call besides: promtool and prometheus (the metrics and
 #          alert-rule checks, the Prometheus round trip), file (checks the probe is static),
-#          systemd (systemd-analyze verifies the exporter's unit)
+#          systemd (systemd-analyze verifies the exporter's unit), e2fsprogs (the cgroup v2 VM
+#          suite puts the guest's /tmp on an ext4 image)
 #   lint   rustfmt and clippy
 #   fuzz   build + g++ (libFuzzer is C++) and cargo-fuzz
 #
@@ -20,9 +23,9 @@ if [ $# -eq 0 ]; then
   exit 2
 fi
 
-build=(gcc libc6-dev protobuf-compiler)
+build=(gcc libc6-dev protobuf-compiler make pkg-config libelf-dev zlib1g-dev)
 demo=("${build[@]}" containerd runc busybox-static containernetworking-plugins iproute2)
-test=("${demo[@]}" prometheus file systemd)
+test=("${demo[@]}" prometheus file systemd e2fsprogs)
 fuzz=("${build[@]}" g++)
 
 packages=()

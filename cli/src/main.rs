@@ -14,7 +14,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use stockade_runtime::hardener::{self, HardenContext, HardenError};
+use stockade_runtime::hardener::{self, CgroupDriver, HardenContext, HardenError};
 use stockade_runtime::idrange::{IdRange, REUSE_POLICY};
 use stockade_runtime::namespaces;
 use stockade_runtime::pod::PodIdentity;
@@ -59,6 +59,10 @@ enum Command {
         /// Print the result as one JSON document {"spec", "seccomp", "report"} on stdout.
         #[arg(long)]
         json: bool,
+        /// Harden as on a node whose cgroup driver is systemd (keeps `slice:prefix:name`
+        /// cgroupsPaths).
+        #[arg(long)]
+        systemd_cgroup: bool,
     },
     /// Serve Prometheus metrics about this node's Stockade containers (one per node).
     Monitor(monitor::MonitorArgs),
@@ -94,7 +98,15 @@ fn main() -> ExitCode {
             container_id,
             pod_userns,
             json,
-        } => harden(&profile, &config, container_id, pod_userns, json),
+            systemd_cgroup,
+        } => {
+            let driver = if systemd_cgroup {
+                CgroupDriver::Systemd
+            } else {
+                CgroupDriver::Cgroupfs
+            };
+            harden(&profile, &config, container_id, pod_userns, json, driver)
+        }
         Command::Monitor(args) => monitor::run(args),
         Command::Node {
             command: NodeCommand::Check(args),
@@ -170,6 +182,7 @@ fn harden(
     container_id: String,
     pod_userns: PathBuf,
     json: bool,
+    cgroup_driver: CgroupDriver,
 ) -> Result<ExitCode> {
     let profile = Profile::load(profile)?;
     let spec = stockade_runtime::spec::load(config)?;
@@ -198,6 +211,7 @@ fn harden(
             .filter(|_| !pod.is_sandbox)
             .collect(),
         netns_path_is_host,
+        cgroup_driver,
     };
     let hardened = match hardener::harden(spec, &profile, &ctx) {
         Ok(h) => h,

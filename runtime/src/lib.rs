@@ -11,6 +11,7 @@ pub use libcontainer::oci_spec;
 pub mod audit;
 pub mod hardener;
 pub mod idrange;
+pub mod kernel;
 pub mod launch;
 pub mod namespaces;
 pub mod node_state;

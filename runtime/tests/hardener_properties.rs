@@ -4,7 +4,8 @@
 
 use proptest::prelude::*;
 use std::path::Path;
-use stockade_runtime::hardener::{harden, HardenContext, HardenError};
+use stockade_cgroups::CgroupsPath;
+use stockade_runtime::hardener::{harden, CgroupDriver, HardenContext, HardenError};
 use stockade_runtime::idrange::IdRange;
 use stockade_runtime::oci_spec::runtime::{LinuxNamespaceType, Spec};
 use stockade_runtime::profile::{Profile, Verdict};
@@ -143,6 +144,7 @@ fn check(spec: Spec, profile: &Profile, is_sandbox: bool) -> Result<(), TestCase
         pod_userns: (!is_sandbox).then(|| "/proc/1234/ns/user".into()),
         pod_pids: if is_sandbox { Vec::new() } else { vec![1234] },
         netns_path_is_host: false,
+        cgroup_driver: CgroupDriver::Cgroupfs,
     };
     let hardened = match harden(spec, profile, &ctx) {
         Ok(h) => h,
@@ -194,6 +196,23 @@ fn check(spec: Spec, profile: &Profile, is_sandbox: bool) -> Result<(), TestCase
     Ok(())
 }
 
+/// A pod sandbox `c` with the profile's first ID range.
+fn sandbox_ctx(profile: &Profile, cgroup_driver: CgroupDriver) -> HardenContext {
+    HardenContext {
+        container_id: "c".into(),
+        sandbox_id: "c".into(),
+        is_sandbox: true,
+        id_range: IdRange {
+            first: profile.userns.first_id,
+            size: 65_536,
+        },
+        pod_userns: None,
+        pod_pids: Vec::new(),
+        netns_path_is_host: false,
+        cgroup_driver,
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
@@ -212,19 +231,39 @@ proptest! {
     #[test]
     fn shipped_policy_refuses_or_hardens(spec in spec()) {
         let profile = load("default");
-        let ctx = HardenContext {
-            container_id: "c".into(),
-            sandbox_id: "c".into(),
-            is_sandbox: true,
-            id_range: IdRange { first: profile.userns.first_id, size: 65_536 },
-            pod_userns: None,
-            pod_pids: Vec::new(),
-            netns_path_is_host: false,
-        };
+        let ctx = sandbox_ctx(&profile, CgroupDriver::Cgroupfs);
         match harden(spec.clone(), &profile, &ctx) {
             Ok(_) => check(spec, &profile, true)?,
             Err(HardenError::Refused(r)) => prop_assert!(!r.rule.name().is_empty()),
             Err(e) => prop_assert!(false, "unexpected error: {}", e),
+        }
+    }
+    /// Whatever cgroupsPath a spec carries, the container gets a valid one below the
+    /// root: the systemd form only under the systemd driver.
+    #[test]
+    fn cgroups_path_fits_the_driver(
+        spec in spec(),
+        path in proptest::option::of(prop_oneof![
+            "/[a-z0-9./-]{0,24}",
+            "[a-z-]{0,10}(\\.slice)?:[a-z-]{0,6}:[a-z0-9.-]{0,8}",
+            "[ -~]{0,24}",
+        ]),
+        systemd in any::<bool>(),
+    ) {
+        let profile = permissive("default");
+        let driver = if systemd { CgroupDriver::Systemd } else { CgroupDriver::Cgroupfs };
+        let mut spec = spec;
+        let mut linux = spec.linux().clone().unwrap_or_default();
+        linux.set_cgroups_path(path.map(Into::into));
+        spec.set_linux(Some(linux));
+        let ctx = sandbox_ctx(&profile, driver);
+        if let Ok(h) = harden(spec, &profile, &ctx) {
+            let given = h.spec.linux().as_ref().unwrap().cgroups_path().clone().unwrap();
+            let parsed = CgroupsPath::parse(&given.to_string_lossy());
+            prop_assert!(parsed.is_ok(), "{}: {:?}", given.display(), parsed);
+            let parsed = parsed.unwrap();
+            prop_assert!(!parsed.relative().as_os_str().is_empty(), "{}", given.display());
+            prop_assert!(!parsed.is_systemd() || systemd, "{}", given.display());
         }
     }
 }

@@ -12,6 +12,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use stockade_runtime::idrange::IdRange;
+use stockade_runtime::kernel;
 use stockade_runtime::rootfs::{mount_rootfs, unmount_rootfs, RootfsError, RootfsMount};
 use stockade_runtime::userns::userns_fd;
 
@@ -298,6 +299,79 @@ fn layers_keep_their_order_and_a_restarted_container_keeps_its_upper() {
     w.assert_clean();
     // Idempotent: nothing mounted is fine.
     unmount_rootfs(&w.target(), &w.staging()).unwrap();
+}
+
+/// 80 layers: past one page of mount(2) options with the staged layers' paths, so below
+/// Linux 6.8 (no `lowerdir+`) they are passed by fd; above, one `lowerdir+` each.
+#[test]
+fn eighty_layers_mount_in_order_on_every_kernel() {
+    let w = World::new();
+    let base = w.layer("layers/base", "base\n");
+    let mut layers = Vec::new();
+    for i in 0..79 {
+        let layer = w.path(&format!("layers/l{i}"));
+        fs::create_dir_all(&layer).unwrap();
+        fs::write(layer.join(format!("only-in-{i}")), format!("{i}\n")).unwrap();
+        layers.push(layer);
+    }
+    let top = &layers[78];
+    fs::create_dir_all(top.join("etc")).unwrap();
+    fs::write(top.join("etc/hostname"), "top\n").unwrap();
+    let mut lowers: Vec<&Path> = layers.iter().rev().map(PathBuf::as_path).collect();
+    lowers.push(&base);
+    let (upper, work) = w.snapshot();
+    let mounts = w.overlay(&lowers, &upper, &work);
+    let staged_options: usize = (0..80)
+        .map(|i| w.staging().join(format!("lower-{i}")).as_os_str().len() + 1)
+        .sum();
+    assert!(
+        staged_options > 4096,
+        "the test needs more than a page: {staged_options}"
+    );
+    let ns = userns_fd(RANGE).unwrap();
+    let m = mount_rootfs(&mounts, &w.target(), &w.staging(), RANGE, ns.as_fd()).unwrap();
+    assert_eq!(m.layers(), 80);
+    let out = run_in_container(&w.target(), &ns, "cat /etc/hostname /only-in-0 /only-in-78");
+    assert_eq!(out, "top\n0\n78\n");
+    m.unmount().unwrap();
+    w.assert_clean();
+}
+
+/// tmpfs has idmapped mounts from Linux 6.3: below, Create says so instead of EINVAL.
+#[test]
+fn a_tmpfs_layer_is_refused_by_name_where_tmpfs_has_no_idmapped_mounts() {
+    let w = World::new();
+    let tmpfs = w.path("tmpfs");
+    fs::create_dir(&tmpfs).unwrap();
+    nix::mount::mount(
+        Some("tmpfs"),
+        &tmpfs,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        Some("size=16m"),
+    )
+    .unwrap();
+    let lower = w.layer("tmpfs/layer", "tmpfs\n");
+    let (upper, work) = w.snapshot();
+    let mounts = w.overlay(&[&lower], &upper, &work);
+    let ns = userns_fd(RANGE).unwrap();
+    let facts = kernel::NodeFacts::probe(&[&tmpfs]).unwrap();
+    let result = mount_rootfs(&mounts, &w.target(), &w.staging(), RANGE, ns.as_fd());
+    match kernel::idmap_support(facts.kernel, "tmpfs") {
+        kernel::IdmapSupport::Yes => result.unwrap().unmount().unwrap(),
+        _ => {
+            let err = result.unwrap_err();
+            assert!(
+                matches!(err, RootfsError::IdmapUnsupported { .. }),
+                "{err:?}"
+            );
+            let msg = err.to_string();
+            assert!(msg.contains("tmpfs") && msg.contains("6.3"), "{msg}");
+            assert!(msg.contains(lower.to_str().unwrap()), "{msg}");
+        }
+    }
+    nix::mount::umount2(&tmpfs, nix::mount::MntFlags::MNT_DETACH).unwrap();
+    w.assert_clean();
 }
 
 #[test]

@@ -1,136 +1,174 @@
-//! The container's cgroup, through libcgroups: resource updates, pids, and removing the
-//! pod's parent cgroup once it is empty.
+//! The container's cgroup (stockade-cgroups): resource updates, pids, the cleanup sweep,
+//! and the node's cgroup driver for a new container.
 
-use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::time::Duration;
 
-use anyhow::anyhow;
-use libcgroups::common::{create_cgroup_manager, CgroupConfig, CgroupManager, ControllerOpt};
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
-use stockade_runtime::oci_spec::runtime::LinuxResources;
+use containerd_shim_protos::protobuf::well_known_types::any::Any;
+use stockade_cgroups::{CgroupDriver, CgroupsPath, Host};
+use stockade_runtime::oci_spec::runtime::{LinuxResources, Spec};
 
-const CGROUP_ROOT: &str = "/sys/fs/cgroup";
-
-fn manager(cgroups_path: &str) -> anyhow::Result<libcgroups::common::AnyCgroupManager> {
-    create_cgroup_manager(CgroupConfig {
-        cgroup_path: PathBuf::from(cgroups_path),
-        systemd_cgroup: false,
-        container_name: String::new(),
-    })
-    .map_err(|e| anyhow!("cgroup {cgroups_path}: {e}"))
+fn host() -> anyhow::Result<&'static Host> {
+    Ok(Host::current()?)
 }
 
-/// Apply already-hardened resources to the container's cgroup.
+/// Applies already-hardened resources to the container's cgroup.
 pub fn apply(cgroups_path: &str, resources: &LinuxResources) -> anyhow::Result<()> {
-    manager(cgroups_path)?
-        .apply(&ControllerOpt {
-            resources,
-            disable_oom_killer: false,
-            oom_score_adj: None,
-            freezer_state: None,
-        })
-        .map_err(|e| anyhow!("updating cgroup {cgroups_path}: {e}"))
+    Ok(host()?.apply(cgroups_path, resources)?)
 }
 
 pub fn pids(cgroups_path: &str) -> anyhow::Result<Vec<i32>> {
-    let pids = manager(cgroups_path)?
-        .get_all_pids()
-        .map_err(|e| anyhow!("listing pids of cgroup {cgroups_path}: {e}"))?;
-    Ok(pids.into_iter().map(|p| p.as_raw()).collect())
+    Ok(host()?.pids(cgroups_path)?)
 }
 
-/// The directories of the absolute cgroup path `dir` in every hierarchy (cgroup v2's
-/// unified one and each v1 controller's), whether they exist or not; none for the root.
-fn hierarchy_dirs(dir: &str) -> Vec<PathBuf> {
-    let rel = Path::new(dir.trim_start_matches('/'));
-    if rel.as_os_str().is_empty() {
-        return Vec::new();
-    }
-    let mut dirs = vec![Path::new(CGROUP_ROOT).join(rel)];
-    if let Ok(entries) = std::fs::read_dir(CGROUP_ROOT) {
-        for e in entries.flatten() {
-            dirs.push(e.path().join(rel));
-        }
-    }
-    dirs
-}
-
-/// Remove the cgroup directory `dir` (absolute cgroup path) in every hierarchy where it
-/// exists and is empty; a busy or missing directory is left alone.
+/// Removes the cgroup `dir` in every hierarchy where it exists and is empty.
 pub fn remove_empty(dir: &str) {
-    for dir in hierarchy_dirs(dir) {
-        match std::fs::remove_dir(&dir) {
-            Ok(()) => tracing::debug!(cgroup = %dir.display(), "removed pod cgroup"),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => tracing::debug!(cgroup = %dir.display(), error = %e, "pod cgroup kept"),
+    match host() {
+        Ok(host) => host.remove_empty(dir),
+        Err(e) => tracing::warn!(cgroup = dir, error = %e, "pod cgroup kept"),
+    }
+}
+
+/// Empties and removes a container's cgroup; returns the directories left.
+pub fn kill_and_remove(dir: &str, timeout: Duration) -> Vec<PathBuf> {
+    match host() {
+        Ok(host) => host.kill_and_remove(dir, timeout),
+        Err(e) => {
+            tracing::warn!(cgroup = dir, error = %e, "container cgroup not swept");
+            vec![PathBuf::from(dir)]
         }
     }
 }
 
-/// Empty and remove a container's cgroup `dir` (absolute cgroup path) in every hierarchy:
-/// thaw it, SIGKILL every process in it, wait (up to `timeout`) for them to go, remove the
-/// directories. For what a shim killed in the middle of Create leaves: libcontainer may
-/// have made only some of the hierarchies' directories, and its own delete then fails
-/// half-way, leaving the cgroup frozen with its processes in it. Returns the directories
-/// that could not be removed.
-pub fn kill_and_remove(dir: &str, timeout: Duration) -> Vec<PathBuf> {
-    let dirs: Vec<PathBuf> = hierarchy_dirs(dir)
-        .into_iter()
-        .filter(|d| d.is_dir())
-        .collect();
-    if dirs.is_empty() {
-        return dirs;
-    }
-    for d in &dirs {
-        // A frozen process cannot act on SIGKILL.
-        for (file, thawed) in [("freezer.state", "THAWED"), ("cgroup.freeze", "0")] {
-            let path = d.join(file);
-            if path.exists() {
-                if let Err(e) = std::fs::write(&path, thawed) {
-                    tracing::warn!(cgroup = %d.display(), error = %e, "thawing");
-                }
+/// Enforces the spec's device rules on a systemd scope (see `Host::enforce_devices`);
+/// call once the container is created and before it starts.
+pub fn enforce_devices(cgroups_path: &str, resources: &LinuxResources) -> anyhow::Result<()> {
+    Ok(host()?.enforce_devices(cgroups_path, resources)?)
+}
+
+/// The cgroup driver for a new container: systemd when its runtime options say
+/// `SystemdCgroup` or its cgroupsPath has systemd's `slice:prefix:name` form, and systemd
+/// runs this node on cgroup v2; cgroupfs otherwise.
+pub fn driver(options: Option<&Any>, spec: &Spec) -> CgroupDriver {
+    let path_wants = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.cgroups_path().as_ref())
+        .and_then(|p| CgroupsPath::parse(&p.to_string_lossy()).ok())
+        .is_some_and(|p| p.is_systemd());
+    let wants = path_wants || options.is_some_and(systemd_cgroup_option);
+    match host() {
+        Ok(host) => {
+            let driver = host.driver(wants);
+            if wants && driver != CgroupDriver::Systemd {
+                tracing::warn!(
+                    why = host.why_not_systemd().unwrap_or_default(),
+                    "systemd cgroup driver asked for but not available: using cgroupfs"
+                );
             }
+            driver
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cgroup setup unknown: using cgroupfs");
+            CgroupDriver::Cgroupfs
         }
     }
-    let deadline = Instant::now() + timeout;
-    loop {
-        let pids: BTreeSet<i32> = dirs
-            .iter()
-            .filter_map(|d| std::fs::read_to_string(d.join("cgroup.procs")).ok())
-            .flat_map(|text| {
-                text.lines()
-                    .filter_map(|l| l.trim().parse::<i32>().ok())
-                    .collect::<Vec<_>>()
-            })
-            .collect();
-        for &pid in &pids {
-            tracing::info!(
-                cgroup = dir,
-                pid,
-                "killing a process left in the container's cgroup"
-            );
-            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+}
+
+/// `SystemdCgroup = true` in the runtime options: runc's options message (field 9,
+/// `systemd_cgroup`, as `ctr run --runc-systemd-cgroup` sends it), or the runtime's TOML
+/// table that containerd passes as `ConfigBody` (field 3) when it has no `ConfigPath`.
+fn systemd_cgroup_option(any: &Any) -> bool {
+    use containerd_shim_protos::protobuf::CodedInputStream;
+    let field = if any.type_url.ends_with("runc.v1.Options") {
+        9
+    } else if any.type_url.ends_with("runtimeoptions.v1.Options") {
+        3
+    } else {
+        return false;
+    };
+    let mut input = CodedInputStream::from_bytes(&any.value);
+    let mut found = false;
+    while let Ok(Some(tag)) = input.read_raw_tag_or_eof() {
+        let (number, wire) = (tag >> 3, tag & 7);
+        let value = match (number == field, wire) {
+            (true, 0) => input.read_bool().ok(),
+            (true, 2) => input
+                .read_bytes()
+                .ok()
+                .map(|body| toml_says_systemd(&String::from_utf8_lossy(&body))),
+            _ => {
+                let Some(wt) = containerd_shim_protos::protobuf::rt::WireType::new(wire) else {
+                    return false;
+                };
+                if input.skip_field(wt).is_err() {
+                    return false;
+                }
+                continue;
+            }
+        };
+        match value {
+            Some(v) => found = v,
+            None => return false,
         }
-        let remaining: Vec<PathBuf> = dirs
-            .iter()
-            .filter(|d| std::fs::remove_dir(d).is_err() && d.exists())
-            .cloned()
-            .collect();
-        if remaining.is_empty() {
-            tracing::debug!(cgroup = dir, "container cgroup removed");
-            return remaining;
+    }
+    found
+}
+
+/// `SystemdCgroup = true` as a top-level key of a TOML table.
+fn toml_says_systemd(body: &str) -> bool {
+    body.lines().any(|line| {
+        let line = line.split('#').next().unwrap_or_default();
+        matches!(line.split_once('='), Some((k, v)) if k.trim() == "SystemdCgroup" && v.trim() == "true")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn any(type_url: &str, value: Vec<u8>) -> Any {
+        Any {
+            type_url: type_url.into(),
+            value,
+            ..Default::default()
         }
-        if Instant::now() > deadline {
-            tracing::warn!(
-                cgroup = dir,
-                ?remaining,
-                ?pids,
-                "container cgroup not removed"
-            );
-            return remaining;
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    #[test]
+    fn runc_options_systemd_cgroup_field() {
+        // field 1 (no_pivot_root) false, field 9 (systemd_cgroup) true
+        let on = any("containerd.runc.v1.Options", vec![0x08, 0, 0x48, 1]);
+        assert!(systemd_cgroup_option(&on));
+        let off = any("containerd.runc.v1.Options", vec![0x48, 0]);
+        assert!(!systemd_cgroup_option(&off));
+        assert!(!systemd_cgroup_option(&any(
+            "containerd.runc.v1.Options",
+            vec![]
+        )));
+        // Truncated: no decision for systemd.
+        assert!(!systemd_cgroup_option(&any(
+            "containerd.runc.v1.Options",
+            vec![0x48]
+        )));
+    }
+
+    #[test]
+    fn cri_config_body_systemd_cgroup_key() {
+        let body = b"BinaryName = \"x\"\nSystemdCgroup = true # kubelet's driver\n";
+        let mut value = vec![0x1a, body.len() as u8];
+        value.extend_from_slice(body);
+        assert!(systemd_cgroup_option(&any(
+            "cri.runtimeoptions.v1.Options",
+            value
+        )));
+        let body = b"SystemdCgroup = false\n";
+        let mut value = vec![0x1a, body.len() as u8];
+        value.extend_from_slice(body);
+        assert!(!systemd_cgroup_option(&any(
+            "cri.runtimeoptions.v1.Options",
+            value
+        )));
+        assert!(!systemd_cgroup_option(&any("other.Options", vec![0x48, 1])));
     }
 }

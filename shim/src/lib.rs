@@ -18,8 +18,6 @@ pub mod host;
 pub mod io;
 pub mod launcher;
 pub mod logging;
-// The v2 watcher keeps the watch descriptor of memory.events it never compares.
-#[allow(dead_code)]
 pub mod oom;
 pub mod podrange;
 pub mod server;

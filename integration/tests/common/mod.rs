@@ -254,8 +254,10 @@ pub fn ctr_metrics(rt: &TestRuntime) {
     c.wait_task_status("stats", "RUNNING").unwrap();
     check_ctr_container(&c, rt, "stats");
     let out = c.ctr_ok(&["tasks", "metrics", "stats"]).unwrap();
+    // v1 Metrics: memory.limit_in_bytes; v2 Metrics: memory.usage_limit.
     let mem_limit = metric(&out, "memory.limit_in_bytes")
         .or_else(|| metric(&out, "memory.limit"))
+        .or_else(|| metric(&out, "memory.usage_limit"))
         .unwrap_or_else(|| panic!("no memory limit in metrics:\n{out}"));
     assert_eq!(mem_limit, limit.to_string(), "metrics:\n{out}");
     let pids: u64 = metric(&out, "pids.current")

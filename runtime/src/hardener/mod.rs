@@ -7,6 +7,7 @@
 //! cgroup limits, seccomp).
 
 mod devices;
+mod placement;
 mod policy;
 pub mod registry;
 mod resources;
@@ -22,6 +23,8 @@ use crate::oci_spec::runtime::{
 use crate::profile::Profile;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
+
+pub use stockade_cgroups::CgroupDriver;
 
 /// Everything the hardener needs to know about where the container runs.
 #[derive(Debug, Clone)]
@@ -39,6 +42,9 @@ pub struct HardenContext {
     /// Whether the spec's network namespace path is the host's network namespace (the shim
     /// compares the file's identity with its own namespace).
     pub netns_path_is_host: bool,
+    /// The node's cgroup driver for this container: systemd where the runtime options or
+    /// the cgroupsPath ask for it and systemd runs the node on cgroup v2.
+    pub cgroup_driver: CgroupDriver,
 }
 
 /// The seccomp filters to install, in order: the profile's default, then the pod's own.
@@ -219,25 +225,12 @@ pub fn harden(
         &mut report,
     )?;
     linux.set_resources(Some(limited));
-    if !linux.cgroups_path().as_ref().is_some_and(|p| {
-        p.is_absolute()
-                && !p.to_string_lossy().contains(':')
-                // `..` could climb out of the cgroup parent the path seems to be under.
-                && !p.components().any(|c| c == std::path::Component::ParentDir)
-    }) {
-        let path = PathBuf::from(format!(
-            "{}/{}/{}",
-            profile.cgroups.parent, ctx.sandbox_id, ctx.container_id
-        ));
-        report.change(
-            "cgroups",
-            format!(
-                "cgroupsPath set to {} (none, not absolute, or with `..`)",
-                path.display()
-            ),
-        );
-        linux.set_cgroups_path(Some(path));
-    }
+    let given = linux
+        .cgroups_path()
+        .as_ref()
+        .map(|p| p.to_string_lossy().into_owned());
+    let path = placement::cgroups_path(given.as_deref(), &profile.cgroups, ctx, &mut report);
+    linux.set_cgroups_path(Some(path));
 
     // libcontainer without libseccomp would silently ignore this: we install it ourselves.
     let pod_seccomp = linux.seccomp().clone();

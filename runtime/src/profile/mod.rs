@@ -124,8 +124,13 @@ pub struct Limits {
 
 #[derive(Debug, Clone)]
 pub struct CgroupSettings {
-    /// Absolute cgroup parent for containers whose spec has no absolute cgroupsPath.
+    /// Absolute cgroup parent for containers whose spec has no usable cgroupsPath, under
+    /// the cgroupfs driver (`<parent>/<sandbox>/<id>`). For a slice parent, the slice's
+    /// directory (`a-b.slice` -> `/a.slice/a-b.slice`).
     pub parent: String,
+    /// The parent as a systemd slice (`stockade.slice`), when the profile names one: under
+    /// the systemd driver such containers get the scope `<slice>:stockade:<id>`.
+    pub parent_slice: Option<String>,
     /// CFS period used when the spec sets none.
     pub cpu_period_us: u64,
     pub defaults: Limits,
@@ -532,12 +537,15 @@ fn validate_cgroups(
     raw: RawCgroups,
     err: &impl Fn(&str, String) -> ProfileError,
 ) -> Result<CgroupSettings, ProfileError> {
-    if !raw.parent.starts_with('/') || raw.parent.contains("..") || raw.parent.contains(':') {
-        return Err(err(
+    let (parent, parent_slice) = cgroup_parent(&raw.parent).map_err(|problem| {
+        err(
             "cgroups.parent",
-            format!("{:?} must be an absolute cgroup path", raw.parent),
-        ));
-    }
+            format!(
+                "{:?} must be an absolute cgroup path or a systemd slice (`name.slice`): {problem}",
+                raw.parent
+            ),
+        )
+    })?;
     if !CPU_PERIOD_RANGE_US.contains(&raw.cpu_period_us) {
         return Err(err(
             "cgroups.cpu_period_us",
@@ -563,12 +571,26 @@ fn validate_cgroups(
         ));
     }
     Ok(CgroupSettings {
-        parent: raw.parent.trim_end_matches('/').to_string(),
+        parent,
+        parent_slice,
         cpu_period_us: raw.cpu_period_us,
         defaults,
         ceilings,
         on_excess: raw.on_excess,
     })
+}
+
+/// `cgroups.parent`: an absolute path, or a slice with its directory.
+fn cgroup_parent(raw: &str) -> Result<(String, Option<String>), String> {
+    if raw.starts_with('/') {
+        if raw.contains("..") || raw.contains(':') {
+            return Err("a path may not hold `..` or `:`".into());
+        }
+        return Ok((raw.trim_end_matches('/').to_string(), None));
+    }
+    let dir = stockade_cgroups::path::expand_slice(raw).map_err(|e| e.to_string())?;
+    let dir = format!("/{}", dir.display());
+    Ok((dir.trim_end_matches('/').to_string(), Some(raw.to_string())))
 }
 
 fn validate_limits(

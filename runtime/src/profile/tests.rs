@@ -350,3 +350,40 @@ fn narrowing_files_may_only_deny() {
         assert!(e.problem.contains("narrow.json"), "{e}");
     }
 }
+
+#[test]
+fn cgroup_parent_is_a_path_or_a_slice() {
+    let path = variant(
+        "parent = \"/stockade\"",
+        "parent = \"/k8s/stockade/\"",
+        None,
+    )
+    .unwrap();
+    assert_eq!(path.cgroups.parent, "/k8s/stockade");
+    assert_eq!(path.cgroups.parent_slice, None);
+    let slice = variant(
+        "parent = \"/stockade\"",
+        "parent = \"kubepods-stockade.slice\"",
+        None,
+    )
+    .unwrap();
+    assert_eq!(
+        slice.cgroups.parent_slice.as_deref(),
+        Some("kubepods-stockade.slice")
+    );
+    assert_eq!(
+        slice.cgroups.parent,
+        "/kubepods.slice/kubepods-stockade.slice"
+    );
+    for (bad, problem) in [
+        ("stockade", "ends with `.slice`"),
+        ("a--b.slice", "empty part"),
+        ("/a/../b", "`..`"),
+        ("/a:b", "`:`"),
+    ] {
+        let e = variant("parent = \"/stockade\"", &format!("parent = {bad:?}"), None).unwrap_err();
+        assert_eq!(e.key, "cgroups.parent", "{bad}: {e}");
+        assert!(e.problem.contains(problem), "{bad}: {e}");
+        assert!(e.problem.contains("systemd slice"), "{bad}: {e}");
+    }
+}

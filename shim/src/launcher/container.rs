@@ -265,18 +265,36 @@ fn write_sysctl(name: &str, value: &str) -> anyhow::Result<()> {
 }
 
 fn create_in(b: ContainerBuilder, id: &str, bundle: &Path) -> anyhow::Result<i32> {
-    let container = b
+    let mut container = b
         .as_init(bundle)
-        .with_systemd(false)
+        .with_systemd(true)
         .with_detach(true)
         .as_sibling(true)
         .build()
         .map_err(lc)
         .with_context(|| format!("creating container {id}"))?;
+    // libcgroups' systemd manager applies no device rules: put them on the scope now,
+    // before the container starts.
+    if let Err(e) = enforce_devices(bundle) {
+        let _ = container.delete(true);
+        return Err(e.context(format!("creating container {id}")));
+    }
     let pid = container
         .pid()
         .ok_or_else(|| anyhow!("container {id} has no init pid"))?;
     Ok(pid.as_raw())
+}
+
+fn enforce_devices(bundle: &Path) -> anyhow::Result<()> {
+    let spec = stockade_runtime::spec::load(&bundle.join("config.json"))?;
+    let Some(linux) = spec.linux() else {
+        return Ok(());
+    };
+    let path = linux.cgroups_path().as_ref().map(|p| p.to_string_lossy());
+    match (path, linux.resources()) {
+        (Some(path), Some(resources)) => crate::cgroups::enforce_devices(&path, resources),
+        _ => Ok(()),
+    }
 }
 
 fn load(id: &str, root: &Path) -> anyhow::Result<Container> {

@@ -11,7 +11,7 @@ use containerd_shim_protos::api::{CreateTaskRequest, CreateTaskResponse};
 use containerd_shim_protos::events::task::{TaskCreate, TaskIO};
 use containerd_shim_protos::protobuf::MessageField;
 use stockade_runtime::audit::AuditEvent;
-use stockade_runtime::hardener::{self, HardenContext, HardenError, Hardened};
+use stockade_runtime::hardener::{self, CgroupDriver, HardenContext, HardenError, Hardened};
 use stockade_runtime::pod::{self, KnownSandbox, PodIdentity};
 use stockade_runtime::profile::Profile;
 use tracing::Instrument;
@@ -38,6 +38,9 @@ struct Decision {
     image: Option<String>,
     pod_userns: Option<PathBuf>,
     pod_pids: Vec<i32>,
+    /// systemd where the runtime options or the cgroupsPath ask for it and systemd runs
+    /// the node on cgroup v2.
+    cgroup_driver: CgroupDriver,
 }
 
 impl TaskService {
@@ -102,6 +105,7 @@ impl TaskService {
             pod_pids: d.pod_pids.clone(),
             // The shim runs in the host's network namespace.
             netns_path_is_host: stockade_runtime::namespaces::spec_netns_is_host(&d.spec),
+            cgroup_driver: d.cgroup_driver,
         };
         let outcome = tracing::debug_span!("create.harden")
             .in_scope(|| hardener::harden(d.spec.clone(), &d.profile, &ctx));
@@ -230,6 +234,7 @@ impl TaskService {
             profile_path,
             profile,
             source,
+            cgroup_driver: crate::cgroups::driver(req.options.as_ref(), &spec),
             spec,
             image: pod.image.clone(),
             pod,

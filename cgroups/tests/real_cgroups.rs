@@ -1,17 +1,10 @@
-//! Real-cgroup tests of the stats collector and the OOM watcher (run as root).
+//! Real-cgroup tests of the readers, the OOM watcher and the libcgroups managers (run as
+//! root; on the hybrid host and inside the cgroup v2 VM).
 //!
 //! Every test makes its own parent cgroup `stockade-test-<pid>-<n>` in each
 //! controller it needs and removes it afterwards, also when it fails. The code
 //! under test picks v1 or v2 by detection; this file sets the cgroups up the
 //! same way.
-
-#[allow(dead_code)]
-#[path = "../src/stats.rs"]
-mod stats;
-
-#[allow(dead_code)]
-#[path = "../src/oom.rs"]
-mod oom;
 
 use std::ffi::CString;
 use std::fs;
@@ -21,12 +14,33 @@ use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use containerd_shim_protos::cgroups::metrics as v1pb;
 use containerd_shim_protos::cgroups_v2::metrics as v2pb;
 use containerd_shim_protos::protobuf::Message;
-use stats::CgroupMode;
+use oci_spec::runtime::{
+    LinuxCpuBuilder, LinuxMemoryBuilder, LinuxPidsBuilder, LinuxResources, LinuxResourcesBuilder,
+};
+use stockade_cgroups::{metrics, oom, sample, CgroupMode, Host};
+
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
+/// Tests that open eventfd or inotify fds (tokio runtimes included) hold this, so the
+/// fd-leak checks see only their own.
+static FD_LOCK: Mutex<()> = Mutex::new(());
+
+/// Takes [`FD_LOCK`] and then builds a runtime, in that order.
+fn locked_runtime() -> (MutexGuard<'static, ()>, tokio::runtime::Runtime) {
+    let guard = FD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    (guard, rt)
+}
 
 const MIB: u64 = 1 << 20;
 /// Generous bound for the watcher to see the end of a removed cgroup; only a
@@ -58,14 +72,20 @@ impl TestCgroup {
             std::process::id(),
             NEXT.fetch_add(1, Ordering::SeqCst)
         );
-        let mode = stats::detect_mode();
+        let mode = if Host::current().unwrap().is_unified() {
+            CgroupMode::V2
+        } else {
+            CgroupMode::V1
+        };
         let roots: Vec<PathBuf> = match mode {
-            CgroupMode::V1 => ["memory", "pids", "cpu", "cpuacct", "blkio"]
-                .iter()
-                .map(|c| Path::new(stats::CGROUP_ROOT).join(c))
-                .filter(|p| p.is_dir())
-                .collect(),
-            CgroupMode::V2 => vec![PathBuf::from(stats::CGROUP_ROOT)],
+            CgroupMode::V1 => [
+                "memory", "pids", "cpu", "cpuacct", "blkio", "freezer", "devices",
+            ]
+            .iter()
+            .map(|c| Path::new(CGROUP_ROOT).join(c))
+            .filter(|p| p.is_dir())
+            .collect(),
+            CgroupMode::V2 => vec![PathBuf::from(CGROUP_ROOT)],
         };
         let mut cg = TestCgroup {
             mode,
@@ -228,7 +248,7 @@ fn watcher_fds() -> Vec<String> {
 #[test]
 fn oom_kill_is_reported_once_and_the_watcher_ends_with_the_cgroup() {
     // Serialised with every other fd-creating test of this binary.
-    let (_lock, rt) = oom::tests::locked_runtime();
+    let (_lock, rt) = locked_runtime();
     rt.block_on(oom_kill_is_reported_once());
 }
 
@@ -259,7 +279,7 @@ async fn oom_kill_is_reported_once() {
     let first = tokio::time::timeout(HANG_GUARD, rx.recv()).await.unwrap();
     assert_eq!(first.as_deref(), Some("oom-ctr"));
 
-    let sample = stats::sample(&cg.cgroups_path).unwrap();
+    let sample = sample::sample(&cg.cgroups_path).unwrap();
     assert!(sample.memory.oom_kills >= 1, "{sample:?}");
 
     // Removing the cgroup ends the watcher: the channel closes with nothing
@@ -278,7 +298,7 @@ async fn oom_kill_is_reported_once() {
 
 #[test]
 fn dropping_the_receiver_stops_the_watcher() {
-    let (_lock, rt) = oom::tests::locked_runtime();
+    let (_lock, rt) = locked_runtime();
     rt.block_on(dropping_the_receiver());
 }
 
@@ -327,7 +347,7 @@ fn collect_reads_cpu_memory_and_pids_of_a_running_child() {
         .unwrap();
     assert_eq!(line.trim(), "ready");
 
-    let sample = stats::sample(&cg.cgroups_path).unwrap();
+    let sample = sample::sample(&cg.cgroups_path).unwrap();
     assert_eq!(sample.mode, cg.mode);
     assert!(sample.cpu.usage_ns > 0, "{sample:?}");
     assert!(sample.cpu.user_ns + sample.cpu.system_ns > 0, "{sample:?}");
@@ -336,7 +356,7 @@ fn collect_reads_cpu_memory_and_pids_of_a_running_child() {
     assert_eq!(sample.pids.current, 1, "only the shell is left: {sample:?}");
     assert_eq!(sample.pids.limit, Some(8), "{sample:?}");
 
-    let any = stats::collect(&cg.cgroups_path).unwrap();
+    let any = metrics::collect(&cg.cgroups_path).unwrap();
     match cg.mode {
         CgroupMode::V1 => {
             assert_eq!(any.type_url, "io.containerd.cgroups.v1.Metrics");
@@ -365,10 +385,115 @@ fn collect_reads_cpu_memory_and_pids_of_a_running_child() {
 #[test]
 fn collect_on_a_missing_cgroup_names_it() {
     let missing = format!("/stockade-test-{}-missing/ctr", std::process::id());
-    let err = stats::collect(&missing).unwrap_err();
+    let err = metrics::collect(&missing).unwrap_err();
     assert!(
         err.to_string()
             .contains(&missing.trim_start_matches('/').to_string()),
         "{err}"
     );
+}
+
+fn resources(memory: i64, pids: i64, quota: i64) -> LinuxResources {
+    LinuxResourcesBuilder::default()
+        // memory+swap at the limit, as the hardener leaves it (v1 refuses a memory limit
+        // above memory+swap).
+        .memory(
+            LinuxMemoryBuilder::default()
+                .limit(memory)
+                .swap(memory)
+                .build()
+                .unwrap(),
+        )
+        .pids(LinuxPidsBuilder::default().limit(pids).build().unwrap())
+        .cpu(
+            LinuxCpuBuilder::default()
+                .quota(quota)
+                .period(100_000u64)
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap()
+}
+
+fn frozen(cg: &TestCgroup) -> bool {
+    match cg.mode {
+        CgroupMode::V2 => fs::read_to_string(cg.dir("").join("cgroup.events"))
+            .unwrap()
+            .lines()
+            .any(|l| l == "frozen 1"),
+        CgroupMode::V1 => {
+            fs::read_to_string(cg.dir("freezer").join("freezer.state"))
+                .unwrap()
+                .trim()
+                == "FROZEN"
+        }
+    }
+}
+
+#[test]
+fn update_pids_freeze_and_sweep_a_running_child() {
+    let host = Host::current().unwrap();
+    let cg = TestCgroup::new(Limits {
+        memory: 32 * MIB,
+        pids: 8,
+    });
+    let mut child = cg.spawn(Command::new(BUSYBOX).args(["sleep", "600"]));
+    let pid = child.child().id() as i32;
+    assert_eq!(host.pids(&cg.cgroups_path).unwrap(), vec![pid]);
+
+    host.apply(&cg.cgroups_path, &resources(48 << 20, 16, 50_000))
+        .unwrap();
+    let sample = host.sample(&cg.cgroups_path).unwrap();
+    assert_eq!(sample.memory.memory.limit, Some(48 * MIB), "{sample:?}");
+    assert_eq!(sample.pids.limit, Some(16), "{sample:?}");
+    let cpu_max = match cg.mode {
+        CgroupMode::V2 => fs::read_to_string(cg.dir("").join("cpu.max")).unwrap(),
+        CgroupMode::V1 => fs::read_to_string(cg.dir("cpu").join("cpu.cfs_quota_us")).unwrap(),
+    };
+    assert!(cpu_max.starts_with("50000"), "{cpu_max}");
+
+    host.freeze(&cg.cgroups_path, true).unwrap();
+    assert!(frozen(&cg), "not frozen after freeze");
+    host.freeze(&cg.cgroups_path, false).unwrap();
+    assert!(!frozen(&cg), "still frozen after thaw");
+
+    // A frozen cgroup is thawed, emptied and removed by the sweep.
+    host.freeze(&cg.cgroups_path, true).unwrap();
+    let left = host.kill_and_remove(&cg.cgroups_path, Duration::from_secs(10));
+    assert!(left.is_empty(), "left: {left:?}");
+    assert_eq!(child.wait().signal(), Some(libc::SIGKILL));
+    assert!(!cg.dir("memory").exists());
+}
+
+#[test]
+fn managers_name_bad_paths_and_missing_cgroups() {
+    let host = Host::current().unwrap();
+    let missing = format!("/stockade-test-{}-gone/ctr", std::process::id());
+    let err = host.pids(&missing).unwrap_err().to_string();
+    assert!(err.contains(&missing), "{err}");
+    let err = host
+        .apply("relative", &resources(1 << 30, 10, 10_000))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("relative") && err.contains("absolute"),
+        "{err}"
+    );
+    let err = host.freeze("/", true).unwrap_err().to_string();
+    assert!(err.contains("root cgroup"), "{err}");
+    if host.why_not_systemd().is_some() {
+        let err = host
+            .apply("system.slice:stockade:x", &resources(1 << 30, 10, 10_000))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("system.slice:stockade:x") && err.contains("systemd"),
+            "{err}"
+        );
+    }
+    // Nothing to sweep is not an error, and nothing is made.
+    assert!(host
+        .kill_and_remove(&missing, Duration::from_secs(1))
+        .is_empty());
 }

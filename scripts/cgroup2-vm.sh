@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# The cgroup v2 suite: builds the test binaries here, then runs them inside the shared pure
+# cgroup v2 VM ($STOCKADE_SHARED/cgroup2-vm, default ../shared: Debian's kernel 6.1,
+# cgroup_no_v1=all), once with a plain init (cgroupfs driver) and once with systemd as
+# PID 1 (systemd driver); the cgroup2 tests also against the shared containerd 2.x where it
+# is there. Each VM run holds /work/heavy.lock (it takes both cores) and prints its wall time.
+#
+#   scripts/cgroup2-vm.sh              both inits
+#   C2VM_INITS=systemd scripts/cgroup2-vm.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd -P)
+SHARED=${STOCKADE_SHARED:-$ROOT/../shared}
+VM=$SHARED/cgroup2-vm/run.sh
+C2=${STOCKADE_CONTAINERD2:-$SHARED/containerd-2/bin}
+if [ ! -x "$VM" ]; then
+  printf '\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n!!! cgroup v2 VM suite SKIPPED: no %s\n!!! (the shared tools are looked up in STOCKADE_SHARED, default ../shared)\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\n' "$VM" >&2
+  exit 0
+fi
+[ -x "$C2/containerd" ] || C2=""
+LOCK=${HEAVY_LOCK:-/work/heavy.lock}
+CARGO=${CARGO:-cargo}
+
+# Test binaries, built on the host: the guest must not compile (TCG is 10-20x slower).
+build() { # cargo args... -> the test executables cargo built
+  "$CARGO" test --no-run "$@" 2>&1 | tee /dev/stderr | sed -n 's/.*Executable .* (\(.*\))$/\1/p'
+}
+"$CARGO" build -p containerd-shim-stockade-v1
+mapfile -t cgroups_bins < <(build -p stockade-cgroups)
+mapfile -t rootfs_bin < <(build -p stockade-runtime --test userns_rootfs)
+mapfile -t it_bins < <(build -p stockade-integration --test cgroup2 --test stockade_ctr --test stockade_cri)
+bin_of() { local b; for b in "${it_bins[@]}"; do case "$(basename "$b")" in "$1"-*) echo "$b"; return;; esac; done; }
+
+rc=0
+for init in ${C2VM_INITS:-simple systemd}; do
+  echo "== cgroup v2 suite, init=$init (waiting for $LOCK)" >&2
+  exec 9>"$LOCK"
+  flock 9
+  start=$(date +%s)
+  if ! env C2VM_INIT="$init" C2VM_PASS_ENV="STOCKADE_C2_INIT STOCKADE_C2_CONTAINERD2" \
+      STOCKADE_C2_INIT="$init" STOCKADE_C2_CONTAINERD2="$C2" \
+      "$VM" bash scripts/cgroup2-vm-guest.sh \
+      "${cgroups_bins[*]}" "$(bin_of cgroup2)" "$(bin_of stockade_ctr)" "$(bin_of stockade_cri)" \
+      "${rootfs_bin[0]}"; then
+    echo "== cgroup v2 suite, init=$init: FAILED" >&2
+    rc=1
+  fi
+  echo "== cgroup v2 suite, init=$init: wall time $(( $(date +%s) - start )) s (boot to poweroff)" >&2
+  flock -u 9
+  exec 9>&-
+done
+exit $rc
