@@ -20,7 +20,8 @@
 #                      empty: do not restart)
 #   BIN_SRC            directory with containerd-shim-stockade-v1 and stockade
 #                      (default: the checkout's target/release)
-#   PROFILES_SRC       directory with default.toml, strict.toml, seccomp/default.json
+#   PROFILES_SRC       directory with default.toml, strict.toml and the seccomp/*.json they
+#                      name
 #                      (default: the checkout's profiles/)
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -48,7 +49,9 @@ trap rollback EXIT
 for f in "$BIN_SRC/containerd-shim-stockade-v1" "$BIN_SRC/stockade"; do
   [ -x "$f" ] || die "$f missing (build with 'cargo build --release --workspace' or set BIN_SRC)"
 done
-for f in default.toml strict.toml seccomp/default.json; do
+# The profiles and every seccomp file they may name (strict narrows default with strict.json).
+PROFILE_FILES="default.toml strict.toml seccomp/default.json seccomp/strict.json"
+for f in $PROFILE_FILES; do
   [ -f "$PROFILES_SRC/$f" ] || die "$PROFILES_SRC/$f missing (set PROFILES_SRC)"
 done
 
@@ -100,7 +103,7 @@ fi
 
 install_file 0755 "$BIN_SRC/containerd-shim-stockade-v1" "$PREFIX/bin/containerd-shim-stockade-v1"
 install_file 0755 "$BIN_SRC/stockade" "$PREFIX/bin/stockade"
-for f in default.toml strict.toml seccomp/default.json; do
+for f in $PROFILE_FILES; do
   install_file 0644 "$PROFILES_SRC/$f" "$ETC/$f"
 done
 for p in default.toml strict.toml; do

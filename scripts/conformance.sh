@@ -32,7 +32,7 @@ OUT=$(cd "$OUT" && pwd)
 # The shipped profiles, with the audit log in $OUT (not the node's /var/log/stockade).
 profiles=$OUT/profiles
 rm -rf "$profiles" && mkdir -p "$profiles/seccomp"
-cp profiles/seccomp/default.json "$profiles/seccomp/"
+cp profiles/seccomp/default.json profiles/seccomp/strict.json "$profiles/seccomp/"
 for p in default.toml strict.toml; do
   sed "s|^log = .*|log = \"$OUT/audit.jsonl\"|" "profiles/$p" >"$profiles/$p"
 done

@@ -128,7 +128,7 @@ fn test_profiles(shipped: &Path) -> Result<PathBuf> {
 }
 
 /// The shipped profiles laid out as an installer copies them (default.toml, strict.toml,
-/// seccomp/default.json, the seccomp path relative), in `dir`, with the audit log under
+/// seccomp/default.json and strict.json, the seccomp paths relative), in `dir`, with the audit log under
 /// target/ so an installed copy never writes the node's /var/log/stockade.
 pub fn installable_profiles(dir: &Path) -> Result<()> {
     let shipped = workspace_root().join("profiles");
@@ -139,9 +139,10 @@ pub fn installable_profiles(dir: &Path) -> Result<()> {
         std::fs::write(dir.join(name), text)
             .with_context(|| format!("writing {}", dir.join(name).display()))?;
     }
-    let json = "seccomp/default.json";
-    std::fs::copy(shipped.join(json), dir.join(json))
-        .with_context(|| format!("copying {}", shipped.join(json).display()))?;
+    for json in ["seccomp/default.json", "seccomp/strict.json"] {
+        std::fs::copy(shipped.join(json), dir.join(json))
+            .with_context(|| format!("copying {}", shipped.join(json).display()))?;
+    }
     Ok(())
 }
 
