@@ -13,7 +13,7 @@
 //! concurrent shims (one per pod) never interleave. The file is reopened for every line, so
 //! a log rotated away (rename + create) is followed without a signal.
 
-use crate::hardener::{Change, HardenError, Refusal, Report};
+use crate::hardener::{Change, HardenError, Refusal, Report, SecretEnvFinding};
 use crate::pod::PodIdentity;
 use crate::profile::Profile;
 use serde::{Deserialize, Serialize};
@@ -118,6 +118,9 @@ pub struct AuditEvent {
     pub reason: Option<String>,
     pub changes: Vec<Change>,
     pub notes: Vec<String>,
+    /// Environment variables that look like secrets: names and why, never values.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub secrets_in_env: Vec<SecretEnvFinding>,
 }
 
 /// The part of a line `stockade monitor` reads back.
@@ -128,6 +131,9 @@ pub struct AuditLine {
     pub rule: Option<String>,
     #[serde(default)]
     pub profile: Option<String>,
+    /// Variables of a hardened container that look like secrets (rule `secret-in-env`).
+    #[serde(default)]
+    pub secrets_in_env: Vec<SecretEnvFinding>,
 }
 
 impl AuditLine {
@@ -152,6 +158,7 @@ impl AuditEvent {
             reason: None,
             changes: Vec::new(),
             notes: Vec::new(),
+            secrets_in_env: Vec::new(),
         }
     }
 
@@ -160,6 +167,7 @@ impl AuditEvent {
         let mut event = Self::base(AuditKind::Hardened, container_id, pod, profile);
         event.changes = report.changes.clone();
         event.notes = report.notes.clone();
+        event.secrets_in_env = report.secrets_in_env.clone();
         event
     }
 
@@ -408,8 +416,15 @@ mod tests {
                 what: "memory clamped".into(),
             }],
             notes: vec!["n".into()],
+            secrets_in_env: vec![SecretEnvFinding {
+                name: "DB_PASSWORD".into(),
+                reason: crate::hardener::SecretReason::Name,
+            }],
         };
         let e = AuditEvent::from_outcome("c", &pod(), "p", Ok(&report)).for_update();
+        let line = String::from_utf8(e.to_line().unwrap()).unwrap();
+        let back = AuditLine::parse(&line).unwrap();
+        assert_eq!(back.secrets_in_env, report.secrets_in_env, "{line}");
         assert_eq!(e.event, AuditKind::UpdateHardened);
         let v: serde_json::Value = serde_json::from_slice(&e.to_line().unwrap()).unwrap();
         assert_eq!(v["event"], "update-hardened");

@@ -3,7 +3,9 @@
 //! Loading validates everything (including the seccomp file, which must compile for the
 //! running architecture); every error names the file, the key and what is wrong.
 
+use crate::kubelet::{KubeletSettings, RawKubelet};
 use crate::oci_spec::runtime::{Capabilities, Capability, LinuxSeccomp};
+use crate::volume_settings::{RawVolumes, SecretInEnv, VolumeSettings};
 use serde::Deserialize;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -61,6 +63,10 @@ pub struct Profile {
     pub cgroups: CgroupSettings,
     pub policy: PolicySettings,
     pub audit: AuditSettings,
+    /// Facts about the node's kubelet (`[kubelet]`).
+    pub kubelet: KubeletSettings,
+    /// Bind mounts: idmapping, hostPaths (`[volumes]`).
+    pub volumes: VolumeSettings,
 }
 
 #[derive(Debug, Clone)]
@@ -129,6 +135,8 @@ pub struct PolicySettings {
     /// Sysctls a container may set (names, or prefixes ending in `*`); default:
     /// Kubernetes' safe set.
     pub allowed_sysctls: Vec<String>,
+    /// Environment variables that look like secrets (rule `secret-in-env`).
+    pub secret_in_env: SecretInEnv,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -158,6 +166,10 @@ struct RawProfile {
     policy: RawPolicy,
     #[serde(default)]
     audit: RawAudit,
+    #[serde(default)]
+    kubelet: RawKubelet,
+    #[serde(default)]
+    volumes: RawVolumes,
 }
 
 #[derive(Deserialize)]
@@ -244,6 +256,8 @@ struct RawPolicy {
     allowed_registries: Vec<String>,
     #[serde(default = "kubernetes_safe_sysctls")]
     allowed_sysctls: Vec<String>,
+    #[serde(default)]
+    secret_in_env: SecretInEnv,
 }
 
 /// A sysctl name (`net.ipv4.tcp_syncookies`) or a prefix ending in `*` (`net.ipv4.tcp_*`).
@@ -359,7 +373,10 @@ impl Profile {
             extra_capabilities: raw.policy.extra_capabilities,
             allowed_registries: raw.policy.allowed_registries,
             allowed_sysctls: raw.policy.allowed_sysctls,
+            secret_in_env: raw.policy.secret_in_env,
         };
+        let kubelet = raw.kubelet.validate().map_err(|(key, p)| err(key, p))?;
+        let volumes = raw.volumes.validate().map_err(|(key, p)| err(&key, p))?;
 
         if let Some(log) = &raw.audit.log {
             if !log.is_absolute() {
@@ -379,6 +396,8 @@ impl Profile {
             cgroups,
             policy,
             audit: AuditSettings { log: raw.audit.log },
+            kubelet,
+            volumes,
         })
     }
 }

@@ -333,7 +333,7 @@ pub fn mount_rootfs(
     range: IdRange,
     userns_fd: BorrowedFd<'_>,
 ) -> Result<MountedRootfs, RootfsError> {
-    let plan = plan(mounts)?;
+    let plan = plan(&crate::rootfs_idmap::take_idmap_options(mounts, range)?)?;
     if !range.is_valid() {
         return Err(RootfsError::Invalid(format!(
             "ID range {range} is not usable"
@@ -504,7 +504,7 @@ fn cstr(s: &str) -> Result<CString, RootfsError> {
 }
 
 /// A detached clone of the tree at `source`, idmapped through `userns` and with `attrs`.
-fn idmapped_clone(
+pub(crate) fn idmapped_clone(
     source: &Path,
     recursive: bool,
     attrs: u64,
@@ -575,7 +575,7 @@ fn idmapped_clone(
 }
 
 /// Attach a detached mount (fd from open_tree or fsmount) at `path`.
-fn attach(tree: &OwnedFd, path: &Path) -> Result<(), RootfsError> {
+pub(crate) fn attach(tree: &OwnedFd, path: &Path) -> Result<(), RootfsError> {
     let c_path = cpath(path)?;
     // SAFETY: move_mount(2) from the fd (empty path + MOVE_MOUNT_F_EMPTY_PATH) onto a
     // NUL-terminated absolute or cwd-relative path.
@@ -844,7 +844,7 @@ fn is_mount_point(path: &Path) -> Result<bool, RootfsError> {
 
 /// Unmount everything stacked on `path`: gently first, detached if busy. Not mounted
 /// (or missing) is success.
-fn unmount_all(path: &Path) -> Result<(), RootfsError> {
+pub(crate) fn unmount_all(path: &Path) -> Result<(), RootfsError> {
     use nix::errno::Errno;
     use nix::mount::{umount2, MntFlags};
     for _ in 0..32 {

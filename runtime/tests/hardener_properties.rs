@@ -143,6 +143,7 @@ fn check(spec: Spec, profile: &Profile, is_sandbox: bool) -> Result<(), TestCase
         pod_userns: (!is_sandbox).then(|| "/proc/1234/ns/user".into()),
         pod_pids: if is_sandbox { Vec::new() } else { vec![1234] },
         netns_path_is_host: false,
+        resolved_sources: Default::default(),
     };
     let hardened = match harden(spec, profile, &ctx) {
         Ok(h) => h,
@@ -220,6 +221,7 @@ proptest! {
             pod_userns: None,
             pod_pids: Vec::new(),
             netns_path_is_host: false,
+            resolved_sources: Default::default(),
         };
         match harden(spec.clone(), &profile, &ctx) {
             Ok(_) => check(spec, &profile, true)?,

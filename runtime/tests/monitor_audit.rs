@@ -29,6 +29,7 @@ fn write_lines(path: &Path, writer: &str) {
             })
             .collect(),
         notes: vec!["x".repeat(2000)],
+        ..Report::default()
     };
     for i in 0..LINES_PER_WRITER {
         let event = if i % 3 == 0 {

@@ -180,6 +180,7 @@ mod tests {
             pod_userns: None,
             pod_pids: Vec::new(),
             netns_path_is_host: false,
+            resolved_sources: Default::default(),
         }
     }
 

@@ -33,6 +33,7 @@ fn sandbox_ctx() -> HardenContext {
         pod_userns: None,
         pod_pids: Vec::new(),
         netns_path_is_host: false,
+        resolved_sources: Default::default(),
     }
 }
 
@@ -45,6 +46,7 @@ fn app_ctx() -> HardenContext {
         pod_userns: Some("/proc/4242/ns/user".into()),
         pod_pids: vec![4242],
         netns_path_is_host: false,
+        resolved_sources: Default::default(),
     }
 }
 

@@ -11,7 +11,8 @@ use containerd_shim_protos::api::{CreateTaskRequest, CreateTaskResponse};
 use containerd_shim_protos::events::task::{TaskCreate, TaskIO};
 use containerd_shim_protos::protobuf::MessageField;
 use stockade_runtime::audit::AuditEvent;
-use stockade_runtime::hardener::{self, HardenContext, Hardened};
+use stockade_runtime::hardener::{self, volumes, HardenContext, Hardened, ResolvedSources};
+use stockade_runtime::idrange::IdRange;
 use stockade_runtime::pod::{PodIdentity, ANNOTATION_IMAGE_NAME};
 use stockade_runtime::profile::Profile;
 
@@ -19,12 +20,12 @@ use super::process::{Container, Proc};
 use super::spawn::Spawned;
 use super::undo::{Undo, UndoStep};
 use super::{pid_u32, TaskService};
-use crate::audit;
 use crate::error::{Result, ShimError};
 use crate::io::StdioPaths;
 use crate::launcher::container::FilterPlan;
 use crate::launcher::{Request, RootfsMount};
 use crate::state::{self, Record};
+use crate::{audit, binds};
 
 /// What Create decided before touching the node.
 struct Decision {
@@ -37,6 +38,9 @@ struct Decision {
     image: Option<String>,
     pod_userns: Option<PathBuf>,
     pod_pids: Vec<i32>,
+    /// The sandbox's range, for an app container of a pod this shim runs.
+    pod_range: Option<IdRange>,
+    resolved_sources: ResolvedSources,
 }
 
 impl TaskService {
@@ -71,14 +75,36 @@ impl TaskService {
         };
         record.save(&bundle)?;
         undo.push(UndoStep::RemoveRecord);
-        let id_range = match self.inner.host.id_range(&d.pod, d.profile.userns) {
-            Ok(range) => range,
+        // hostUsers: false: kubelet chose the pod's mapping; otherwise the pod gets a range.
+        let kubelet_mapping = match hardener::kubelet_mapping(&d.spec, &d.profile) {
+            Ok(mapping) => mapping,
             Err(e) => {
+                audit::record(
+                    &d.profile,
+                    AuditEvent::from_outcome(&id, &d.pod, &d.profile.name, Err(&e))
+                        .with_image(d.image.as_deref()),
+                );
                 self.run_undo(undo).await;
-                return Err(ShimError::ResourceExhausted(format!("{e:#}")));
+                return Err(ShimError::from_harden(e, Some(&d.source)));
             }
         };
-        if d.pod.is_sandbox {
+        let id_range = match (kubelet_mapping, d.pod_range) {
+            (Some(mapping), Some(pod)) if mapping != pod => {
+                self.run_undo(undo).await;
+                return Err(ShimError::InvalidArgument(format!(
+                    "container {id}: kubelet's mapping {mapping} differs from its sandbox's {pod}"
+                )));
+            }
+            (Some(mapping), _) => mapping,
+            (None, _) => match self.inner.host.id_range(&d.pod, d.profile.userns) {
+                Ok(range) => range,
+                Err(e) => {
+                    self.run_undo(undo).await;
+                    return Err(ShimError::ResourceExhausted(format!("{e:#}")));
+                }
+            },
+        };
+        if d.pod.is_sandbox && kubelet_mapping.is_none() {
             undo.push(UndoStep::ReleaseRange {
                 sandbox_id: d.pod.sandbox_id.clone(),
                 pool: d.profile.userns,
@@ -93,6 +119,7 @@ impl TaskService {
             pod_pids: d.pod_pids.clone(),
             // The shim runs in the host's network namespace.
             netns_path_is_host: stockade_runtime::namespaces::spec_netns_is_host(&d.spec),
+            resolved_sources: d.resolved_sources.clone(),
         };
         let outcome = hardener::harden(d.spec.clone(), &d.profile, &ctx);
         audit::record(
@@ -191,6 +218,7 @@ impl TaskService {
                 .map_err(|e| ShimError::Internal(e.into()))?
                 .map_err(|e| ShimError::InvalidArgument(e.to_string()))?
         };
+        self.check_kubelet_overlap(&profile)?;
         let config = bundle.join("config.json");
         let original = bundle.join(state::ORIGINAL_SPEC);
         // A retried Create must harden what containerd wrote, not our own output.
@@ -199,10 +227,18 @@ impl TaskService {
             .map_err(|e| ShimError::InvalidArgument(e.to_string()))?;
         let annotations = spec.annotations().clone().unwrap_or_default();
         let pod = PodIdentity::from_annotations(&req.id, &annotations);
-        let (pod_userns, pod_pids) = {
+        let (pod_userns, pod_pids, pod_range) = {
             let table = self.inner.table.lock().await;
-            (table.pod_userns(&pod)?, table.pod_pids(&pod))
+            (
+                table.pod_userns(&pod)?,
+                table.pod_pids(&pod),
+                table.pod_range(&pod),
+            )
         };
+        let resolved_sources = self
+            .inner
+            .host
+            .resolve_sources(&volumes::bind_sources(&spec));
         Ok(Decision {
             profile_path,
             profile: Arc::new(profile),
@@ -212,7 +248,25 @@ impl TaskService {
             pod,
             pod_userns,
             pod_pids,
+            pod_range,
+            resolved_sources,
         })
+    }
+
+    /// The shim refuses a profile whose ID pool overlaps kubelet's user-namespace range.
+    fn check_kubelet_overlap(&self, profile: &Profile) -> Result<()> {
+        let source = profile.source.display();
+        let kubelet = self
+            .inner
+            .host
+            .kubelet_range(&profile.kubelet)
+            .map_err(|e| ShimError::InvalidArgument(format!("profile {source}: {e:#}")))?;
+        match stockade_runtime::kubelet::pool_overlap(&profile.userns, kubelet.as_ref()) {
+            Some(why) => Err(ShimError::InvalidArgument(format!(
+                "profile {source} refused: {why}"
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// Carry out the hardened spec; every step pushes its undo first.
@@ -275,8 +329,19 @@ impl TaskService {
             self.inner.launcher.call(mount, Vec::new()).await?;
         }
         host.open_bundle(&hardened.spec, &bundle, ctx.id_range)?;
-        undo.push(UndoStep::UnstageBinds);
-        host.stage_binds(&mut hardened.spec, &bundle)?;
+        let planned = std::mem::take(&mut hardened.volumes);
+        if !planned.is_empty() {
+            let staging = binds::staging_dir(&bundle);
+            undo.push(UndoStep::UnstageBinds);
+            let stage = Request::StageVolumes {
+                volumes: planned.clone(),
+                staging: staging.clone(),
+                range: ctx.id_range,
+                userns: ctx.pod_userns.clone(),
+            };
+            self.inner.launcher.call(stage, Vec::new()).await?;
+            volumes::point_at_staging(&mut hardened.spec, &planned, &staging);
+        }
         hardened
             .spec
             .save(&config)

@@ -164,7 +164,7 @@ async fn an_app_container_joins_its_running_sandbox_and_is_refused_without_one()
         .await
         .unwrap();
     let (_, host) = f.calls();
-    assert_eq!(host, strings(&["id_range", "open_bundle", "stage_binds"]));
+    assert_eq!(host, strings(&["id_range", "open_bundle"]));
     // Deleting the app container gives no range back: the pod's stays with its sandbox.
     f.service.on_exit(1001, 0).await;
     f.delete("app", "").await.unwrap();
