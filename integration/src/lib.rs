@@ -8,6 +8,7 @@ pub mod cri;
 pub mod exec;
 pub mod hardening;
 pub mod image;
+pub mod kubelet_layout;
 pub mod paths;
 pub mod probes;
 pub mod runtimes;

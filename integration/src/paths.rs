@@ -86,6 +86,22 @@ pub fn test_audit_log() -> PathBuf {
     test_profiles_dir().join("audit.jsonl")
 }
 
+/// The one host path the test copies of the profiles list as writable
+/// (`volumes.host_paths`): tests put their writable hostPath volumes below it.
+pub fn test_volumes_dir() -> PathBuf {
+    workspace_root().join("target/stockade-test-volumes")
+}
+
+/// kubelet's root directory in the test copies of the profiles (`kubelet.root_dir`):
+/// tests lay out kubelet's volumes below `<it>/pods/<pod uid>/`.
+pub fn test_kubelet_root() -> PathBuf {
+    workspace_root().join("target/stockade-test-kubelet")
+}
+
+/// The tests play kubelet: its user-namespace IDs (`kubelet.userns_ids`), which hostUsers:
+/// false test pods take their mappings from, beside Stockade's pool.
+pub const TEST_KUBELET_IDS: (u32, u32) = (65_536, 110 * 65_536);
+
 fn test_profiles_dir() -> PathBuf {
     workspace_root().join("target/stockade-test-profiles")
 }
@@ -107,6 +123,18 @@ fn test_profiles(shipped: &Path) -> Result<PathBuf> {
                     format!("log = {:?}", test_audit_log())
                 } else if line.starts_with("profile = ") {
                     format!("profile = {seccomp:?}")
+                } else if line.starts_with("userns_ids = ") {
+                    format!(
+                        "userns_ids = \"{}:{}\"",
+                        TEST_KUBELET_IDS.0, TEST_KUBELET_IDS.1
+                    )
+                } else if line.starts_with("root_dir = ") {
+                    format!("root_dir = {:?}", test_kubelet_root())
+                } else if line.starts_with("host_paths = ") && name == "default.toml" {
+                    format!(
+                        "host_paths = [{{ path = {:?}, writable = true }}]",
+                        test_volumes_dir()
+                    )
                 } else {
                     line.to_string()
                 }

@@ -140,11 +140,7 @@ async fn a_refused_container_gives_its_range_back_and_leaves_nothing() {
         linux.set_namespaces(Some(namespaces));
         spec.set_linux(Some(linux));
     });
-    let e = f
-        .service
-        .create(f.create_request("c1", &bundle))
-        .await
-        .unwrap_err();
+    let e = f.create_err("c1", &bundle).await;
     assert_eq!(code(&e), Code::PERMISSION_DENIED);
     assert!(e.to_string().contains("host-pid"), "{e}");
     let (launcher, host) = f.calls();

@@ -149,11 +149,7 @@ async fn pause_and_resume_follow_the_state_machine() {
 async fn an_app_container_joins_its_running_sandbox_and_is_refused_without_one() {
     let f = Fixture::new();
     let bundle = f.bundle("app", Some("pod"), |_| {});
-    let e = f
-        .service
-        .create(f.create_request("app", &bundle))
-        .await
-        .unwrap_err();
+    let e = f.create_err("app", &bundle).await;
     assert_eq!(code(&e), Code::FAILED_PRECONDITION);
     assert!(e.to_string().contains("not managed by this shim"), "{e}");
     f.create("pod").await.unwrap();

@@ -312,6 +312,14 @@ impl Fixture {
         }
     }
 
+    /// Create from `bundle`, which must fail: the error.
+    async fn create_err(&self, id: &str, bundle: &Path) -> ShimError {
+        self.service
+            .create(self.create_request(id, bundle))
+            .await
+            .unwrap_err()
+    }
+
     async fn create(&self, id: &str) -> Result<u32, ShimError> {
         let bundle = self.bundle(id, None, |_| {});
         let req = self.create_request(id, &bundle);

@@ -64,11 +64,7 @@ async fn a_writable_host_path_is_refused_and_the_range_given_back() {
             .set_options(Some(strings(&["rbind", "rw"])));
         spec.set_mounts(Some(mounts));
     });
-    let e = f
-        .service
-        .create(f.create_request("c1", &bundle))
-        .await
-        .unwrap_err();
+    let e = f.create_err("c1", &bundle).await;
     assert_eq!(code(&e), Code::PERMISSION_DENIED);
     assert!(
         e.to_string().contains("`host-path`") && e.to_string().contains("/srv/data"),
@@ -113,11 +109,7 @@ async fn a_kubelet_mapped_pod_runs_in_kubelets_mapping_and_takes_no_range() {
     let other = f.bundle("other", Some("pod"), |s| {
         kubelet_pod(s, Some("pod"), FIRST + 65_536)
     });
-    let e = f
-        .service
-        .create(f.create_request("other", &other))
-        .await
-        .unwrap_err();
+    let e = f.create_err("other", &other).await;
     assert_eq!(code(&e), Code::INVALID_ARGUMENT);
     assert!(e.to_string().contains("differs from its sandbox's"), "{e}");
     f.calls();
@@ -134,11 +126,7 @@ async fn kubelet_mappings_below_the_floor_or_in_the_pool_are_refused_by_name() {
     for first in [0, 4096, 1_073_741_824] {
         let f = Fixture::new();
         let bundle = f.bundle("pod", None, |s| kubelet_pod(s, None, first));
-        let e = f
-            .service
-            .create(f.create_request("pod", &bundle))
-            .await
-            .unwrap_err();
+        let e = f.create_err("pod", &bundle).await;
         assert_eq!(code(&e), Code::PERMISSION_DENIED, "{first}: {e}");
         assert!(e.to_string().contains("`userns-mapping`"), "{first}: {e}");
         assert_eq!(f.calls(), (vec![], vec![]), "{first}");
