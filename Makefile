@@ -5,39 +5,43 @@ PREFIX ?= /usr/local
 ETC ?= /etc/stockade
 PROFILE_DIR := profiles
 
-.PHONY: fuzz leak-test security-report all build release test test-unit test-integration lint fmt install uninstall demo bench bench-quick deps clean
+.PHONY: fuzz leak-test security-report all build release test test-unit test-integration lint fmt install uninstall demo bench bench-quick deps deps-build deps-demo deps-test deps-lint deps-fuzz clean
 
 all: build
 
-build:
+build: deps-build
 	$(CARGO) build --workspace --all-targets
 
-release:
+release: deps-build
 	$(CARGO) build --workspace --release
 
-# Debian packages the tests and the demo need (containerd, runc, umoci, busybox-static, CNI).
+# What each target needs, installed if missing (scripts/install-deps.sh says what and why);
+# `make deps` installs everything.
 deps:
-	./scripts/install-deps.sh
+	./scripts/install-deps.sh test lint fuzz
+
+deps-build deps-demo deps-test deps-lint deps-fuzz:
+	./scripts/install-deps.sh $(@:deps-%=%)
 
 # Unit and property tests (no root needed), then the tests against a real containerd
-# (root, and the packages from `make deps`).
-test: build
+# (root). Installs the packages the tests use first.
+test: deps-test build
 	$(CARGO) test --workspace --exclude stockade-integration
 	$(CARGO) test -p stockade-integration --no-fail-fast -- --test-threads=1
 
 test-unit:
 	$(CARGO) test --workspace --exclude stockade-integration
 
-test-integration: build
+test-integration: deps-test build
 	$(CARGO) test -p stockade-integration --no-fail-fast -- --test-threads=1
 
 # Create/delete cycles under Stockade (root): nothing left behind, no fd growth in
 # containerd or a long-lived pod's shim. LEAK_CYCLES=60 for a quick run.
 LEAK_CYCLES ?= 1000
-leak-test: build
+leak-test: deps-test build
 	STOCKADE_LEAK_CYCLES=$(LEAK_CYCLES) $(CARGO) test -p stockade-integration --test leaks -- --nocapture
 
-lint:
+lint: deps-lint
 	$(CARGO) fmt --all -- --check
 	$(CARGO) fmt --manifest-path fuzz/Cargo.toml -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
@@ -50,7 +54,7 @@ fmt:
 # and the hardener, FUZZ_SECONDS per target; fails on any crash and names the reproducer.
 # Corpora, crash inputs and logs stay under target/ (scripts/fuzz.sh).
 FUZZ_SECONDS ?= 60
-fuzz:
+fuzz: deps-fuzz
 	./scripts/fuzz.sh $(FUZZ_SECONDS)
 
 install: release
@@ -59,6 +63,7 @@ install: release
 	install -D -m 0644 $(PROFILE_DIR)/default.toml $(ETC)/default.toml
 	install -D -m 0644 $(PROFILE_DIR)/strict.toml $(ETC)/strict.toml
 	install -D -m 0644 $(PROFILE_DIR)/seccomp/default.json $(ETC)/seccomp/default.json
+	install -D -m 0644 $(PROFILE_DIR)/seccomp/strict.json $(ETC)/seccomp/strict.json
 	$(PREFIX)/bin/stockade profile check $(ETC)/default.toml
 	$(PREFIX)/bin/stockade profile check $(ETC)/strict.toml
 	@echo "Installed. Add deploy/containerd-stockade.toml to /etc/containerd/config.toml and restart containerd."
@@ -69,28 +74,33 @@ uninstall:
 
 # On a fresh machine: installs what it needs, starts a private containerd, runs one
 # container under runc and under Stockade, and prints the difference.
-demo: deps build
+# Builds only the shim and the demo.
+demo: deps-demo
+	$(CARGO) build -q -p containerd-shim-stockade-v1 -p stockade-integration --bin stockade-demo
 	$(CARGO) run -q -p stockade-integration --bin stockade-demo
 
-# Stockade against runc on this node (root; the packages from `make deps`). The full run
-# refreshes bench/results/latest/; bench-quick is CI's smoke test of the harness (< 1 min)
-# and checks that the report was produced.
+# Stockade against runc on this node (root; the packages from `make deps`, plus
+# linux-perf from bench/setup.sh). The full run refreshes bench/results/latest/;
+# bench-quick is CI's smoke test of the harness (about a minute) and checks that the
+# report was produced. Counts: BENCH_FLAGS, e.g. "--scale-levels 0,50 --flame-cycles 5".
 BENCH_PROFILE ?= release
 BENCH_QUICK_PROFILE ?= dev
 BENCH_FLAGS ?=
 BENCH_QUICK_OUT ?= target/bench-quick
 bench_dir = $(or $(CARGO_TARGET_DIR),target)/$(if $(filter dev,$(1)),debug,$(1))
 
-security-report: build
+security-report: deps-test build
 	$(CARGO) test -q -p stockade-integration --test security >/dev/null
 	@cat target/security-report.md
 
-bench:
-	$(CARGO) build --profile $(BENCH_PROFILE) -p containerd-shim-stockade-v1 -p stockade-bench
+bench: deps-demo
+	./bench/setup.sh
+	$(CARGO) build --profile $(BENCH_PROFILE) -p containerd-shim-stockade-v1 -p stockade-bench-null-shim -p stockade-bench
 	$(call bench_dir,$(BENCH_PROFILE))/stockade-bench $(BENCH_FLAGS)
 
-bench-quick:
-	$(CARGO) build --profile $(BENCH_QUICK_PROFILE) -p containerd-shim-stockade-v1 -p stockade-bench
+bench-quick: deps-demo
+	./bench/setup.sh
+	$(CARGO) build --profile $(BENCH_QUICK_PROFILE) -p containerd-shim-stockade-v1 -p stockade-bench-null-shim -p stockade-bench
 	rm -rf $(BENCH_QUICK_OUT)
 	$(call bench_dir,$(BENCH_QUICK_PROFILE))/stockade-bench --quick --out $(BENCH_QUICK_OUT) $(BENCH_FLAGS)
 	./bench/check-report.sh $(BENCH_QUICK_OUT)

@@ -10,7 +10,7 @@ fail() { echo "check-report: $*" >&2; exit 1; }
 [ -s "$dir/report.md" ] || fail "$dir/report.md missing or empty"
 [ -s "$dir/results.json" ] || fail "$dir/results.json missing or empty"
 grep -q '^## Goals' "$dir/report.md" || fail "report.md has no goals table"
-for id in lifecycle_serial lifecycle_parallel ctr_run memory workload rootfs_library rootfs_cri seccomp; do
+for id in lifecycle_serial shim_phases lifecycle_parallel ctr_run flame scale memory idrange workload rootfs_library rootfs_cri seccomp; do
     grep -q "\"id\": \"$id\"" "$dir/results.json" || fail "results.json has no section $id"
 done
 if grep -q '"skipped": "' "$dir/results.json"; then
@@ -18,9 +18,11 @@ if grep -q '"skipped": "' "$dir/results.json"; then
     fail "a section was skipped"
 fi
 grep -q '| start_total (ms) | runc |' "$dir/report.md" || fail "no runc lifecycle samples in report.md"
+grep -q '### Own share (minus the floor)' "$dir/report.md" || fail "no own-share table (the floor did not run?)"
+grep -q '^## Closing note' "$dir/report.md" || fail "report.md has no closing note"
 # Every figure the report links exists and is an SVG.
 for svg in $(grep -o '([a-z_]*\.svg)' "$dir/report.md" | tr -d '()' | sort -u); do
-    head -c 4 "$dir/$svg" | grep -q '<svg' || fail "$svg linked but missing or not SVG"
+    head -c 300 "$dir/$svg" | grep -q '<svg' || fail "$svg linked but missing or not SVG"
 done
 if grep -q 'stockade: failed' "$dir/report.md"; then
     echo "check-report: report complete (note: Stockade failed; see report.md)"

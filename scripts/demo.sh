@@ -10,19 +10,7 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 
-# containerd, runc, busybox (the image), CNI plugins (pod network), iproute2 (teardown),
-# protobuf-compiler (the CRI client's code is generated at build time).
-packages=(containerd runc busybox-static umoci containernetworking-plugins iproute2 protobuf-compiler)
-missing=()
-for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "==> installing: ${missing[*]}" >&2
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+./scripts/install-deps.sh demo
 
 cargo=${CARGO:-cargo}
 echo "==> building containerd-shim-stockade-v1 and stockade-demo" >&2

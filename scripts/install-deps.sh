@@ -1,21 +1,72 @@
 #!/usr/bin/env bash
-# Installs the Debian packages Stockade's tests and demo use, and cargo-fuzz, if missing.
+# Installs what a make target needs, if missing: `install-deps.sh PURPOSE...`.
+#
+#   build  compiling the workspace: a C toolchain (Rust's linker; the bench's and the escape
+#          probes' static C helpers) and protoc (the CRI client's code is generated)
+#   demo   build + what `make demo` runs: containerd, runc, busybox (the test image), the
+#          CNI plugins (pod network) and iproute2 (its teardown)
+#   test   demo + what the tests call besides: promtool and prometheus (the metrics and
+#          alert-rule checks, the Prometheus round trip), file (checks the probe is static),
+#          systemd (systemd-analyze verifies the exporter's unit)
+#   lint   rustfmt and clippy
+#   fuzz   build + g++ (libFuzzer is C++) and cargo-fuzz
+#
+# Debian's prometheus package starts a prometheus service on :9090; the tests run their
+# own instance on a port of their own and leave that one alone.
 set -euo pipefail
-# g++: libFuzzer, which `make fuzz` links, is C++.
-packages=(containerd runc umoci busybox-static containernetworking-plugins protobuf-compiler gcc g++ libc6-dev)
+
+if [ $# -eq 0 ]; then
+  echo "usage: $0 build|demo|test|lint|fuzz..." >&2
+  exit 2
+fi
+
+build=(gcc libc6-dev protobuf-compiler)
+demo=("${build[@]}" containerd runc busybox-static containernetworking-plugins iproute2)
+test=("${demo[@]}" prometheus file systemd)
+fuzz=("${build[@]}" g++)
+
+packages=()
+cargo_fuzz=no
+rust_components=no
+for purpose in "$@"; do
+  case $purpose in
+    build) packages+=("${build[@]}") ;;
+    demo) packages+=("${demo[@]}") ;;
+    test) packages+=("${test[@]}") ;;
+    lint) rust_components=yes ;;
+    fuzz) packages+=("${fuzz[@]}"); cargo_fuzz=yes ;;
+    *) echo "$0: unknown purpose \`$purpose\` (build, demo, test, lint, fuzz)" >&2; exit 2 ;;
+  esac
+done
+
 missing=()
-for p in "${packages[@]}"; do
+for p in $(printf '%s\n' "${packages[@]}" | sort -u); do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "$0: missing Debian packages ${missing[*]}: run as root, or apt-get install them" >&2
+    exit 1
+  fi
   echo "installing: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq "${missing[@]}" >/dev/null
+  # No recommends: prometheus would bring node-exporter and its collectors along.
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-# cargo-fuzz for `make fuzz` (compiled from crates.io: a few minutes, once).
+
+if [ $rust_components = yes ]; then
+  for c in rustfmt clippy; do
+    if ! cargo "${c/rustfmt/fmt}" --version >/dev/null 2>&1; then
+      echo "installing: rust component $c"
+      rustup component add "$c"
+    fi
+  done
+fi
+
+# cargo-fuzz (compiled from crates.io: a few minutes, once).
 CARGO_FUZZ_VERSION=0.13.2
-if command -v cargo >/dev/null 2>&1 && ! cargo fuzz --version >/dev/null 2>&1; then
+if [ $cargo_fuzz = yes ] && ! cargo fuzz --version >/dev/null 2>&1; then
   echo "installing: cargo-fuzz $CARGO_FUZZ_VERSION"
   cargo install cargo-fuzz --version "$CARGO_FUZZ_VERSION" --locked
 fi

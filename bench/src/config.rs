@@ -23,11 +23,12 @@ pub struct Args {
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Runtimes to compare: stockade, stockade-strict, runc-seccomp (runc with
-    /// RuntimeDefault seccomp); runc (no seccomp) is always there and is the baseline.
+    /// RuntimeDefault seccomp), null (the floor: bench/null-shim, containerd's own
+    /// share); runc (no seccomp) is always there and is the baseline.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "runc,stockade,runc-seccomp"
+        default_value = "runc,stockade,runc-seccomp,null"
     )]
     pub runtimes: Vec<String>,
     /// Serial CRI lifecycle cycles per runtime.
@@ -42,16 +43,27 @@ pub struct Args {
     /// `ctr run --rm` runs per runtime.
     #[arg(long)]
     pub ctr_runs: Option<usize>,
-    /// Pods running at once for the memory measurement.
+    /// Pod counts already running at which start latency and shim memory are measured
+    /// (the largest is the memory section's).
+    #[arg(long, value_delimiter = ',')]
+    pub scale_levels: Option<Vec<usize>>,
+    /// CRI cycles timed at each scale level, per runtime.
     #[arg(long)]
-    pub pods: Option<usize>,
+    pub scale_samples: Option<usize>,
+    /// ID ranges in use for the allocator measurement.
+    #[arg(long)]
+    pub id_ranges: Option<usize>,
+    /// CRI cycles recorded per runtime for the flame graphs.
+    #[arg(long)]
+    pub flame_cycles: Option<usize>,
     /// Workload containers per runtime.
     #[arg(long)]
     pub workload_reps: Option<usize>,
     /// Files in the big image of the rootfs measurement.
     #[arg(long)]
     pub big_files: Option<usize>,
-    /// Sections to skip (lifecycle, parallel, ctr, memory, workload, rootfs, seccomp).
+    /// Sections to skip (lifecycle, parallel, ctr, flame, scale (and with it memory),
+    /// idrange, workload, rootfs, seccomp).
     #[arg(long, value_delimiter = ',')]
     pub skip: Vec<String>,
     /// Re-render report.md and the figures of an existing results directory from its
@@ -77,7 +89,11 @@ pub struct Settings {
     pub parallel: usize,
     pub batches: usize,
     pub ctr_runs: usize,
-    pub pods: usize,
+    pub scale_levels: Vec<usize>,
+    pub scale_samples: usize,
+    pub id_ranges: usize,
+    pub id_samples: usize,
+    pub flame_cycles: usize,
     pub workload_reps: usize,
     /// stockade-load's divisor of its loop counts (1 = full).
     pub workload_scale: u32,
@@ -98,7 +114,11 @@ impl Settings {
                 parallel: 10,
                 batches: 1,
                 ctr_runs: 3,
-                pods: 5,
+                scale_levels: vec![0, 3],
+                scale_samples: 2,
+                id_ranges: 100,
+                id_samples: 10,
+                flame_cycles: 2,
                 workload_reps: 1,
                 workload_scale: 20,
                 small_files: 10,
@@ -115,7 +135,11 @@ impl Settings {
                 parallel: 10,
                 batches: 10,
                 ctr_runs: 50,
-                pods: 50,
+                scale_levels: vec![0, 100, 250],
+                scale_samples: 30,
+                id_ranges: 1_000,
+                id_samples: 200,
+                flame_cycles: 20,
                 workload_reps: 5,
                 workload_scale: 1,
                 small_files: 10,
@@ -131,7 +155,10 @@ impl Settings {
             parallel: a.parallel.unwrap_or(base.parallel).max(1),
             batches: a.batches.unwrap_or(base.batches),
             ctr_runs: a.ctr_runs.unwrap_or(base.ctr_runs),
-            pods: a.pods.unwrap_or(base.pods),
+            scale_levels: a.scale_levels.clone().unwrap_or(base.scale_levels.clone()),
+            scale_samples: a.scale_samples.unwrap_or(base.scale_samples),
+            id_ranges: a.id_ranges.unwrap_or(base.id_ranges),
+            flame_cycles: a.flame_cycles.unwrap_or(base.flame_cycles).max(1),
             workload_reps: a.workload_reps.unwrap_or(base.workload_reps),
             big_files: a.big_files.unwrap_or(base.big_files).max(base.small_files),
             skip: a.skip.clone(),

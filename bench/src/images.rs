@@ -4,9 +4,8 @@
 //! Stockade profiles allow that registry; nothing is ever pulled.
 
 use anyhow::{bail, Context, Result};
-use serde_json::json;
 use std::path::Path;
-use stockade_integration::image::{write_oci_archive, Layer, OciImage};
+use stockade_integration::image::{process, write_oci_archive, Layer, OciImage};
 
 pub const LOAD_IMAGE: &str = "registry.k8s.io/stockade-bench/load:latest";
 const BUSYBOX: &str = "/bin/busybox";
@@ -66,7 +65,7 @@ pub fn write_bench_images(out: &Path, small: usize, big: usize) -> Result<Vec<St
         .map(|(name, layer)| OciImage {
             name,
             layer,
-            process: json!({"Cmd": ["/bin/sh"]}),
+            process: process(&["/bin/sh"], &[]),
         })
         .collect();
     write_oci_archive(out, &images)?;

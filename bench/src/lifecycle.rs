@@ -3,6 +3,7 @@
 //! interleaved A/B/A/B so drift on the machine hits all of them alike.
 
 use crate::model::Section;
+use crate::phases::Ran;
 use crate::runtimes::{active, Rt};
 use crate::util::{bar, check_stop, ms_since};
 use anyhow::{bail, Context, Result};
@@ -14,9 +15,12 @@ use stockade_integration::{Containerd, Cri};
 /// The app container of every lifecycle pod.
 pub const SLEEP_CMD: &[&str] = &["/bin/sleep", "3600"];
 
-/// One full cycle, milliseconds per phase.
-#[derive(Debug, Clone, Copy)]
+/// One full cycle, milliseconds per phase, and the ids CRI gave the pod (its sandbox
+/// container's id) and the app container.
+#[derive(Debug, Clone)]
 pub struct Cycle {
+    pub pod_id: String,
+    pub container_id: String,
     pub run_pod: f64,
     pub create: f64,
     pub start: f64,
@@ -76,7 +80,7 @@ pub fn pod_cycle(cri: &Cri, rt: &Rt, name: &str) -> Result<Cycle> {
         .run_pod_sandbox(&pod_cfg, handler)
         .context("RunPodSandbox")?;
     let run_pod = ms_since(t0);
-    let started = (|| -> Result<(f64, f64)> {
+    let started = (|| -> Result<(String, f64, f64)> {
         let t = Instant::now();
         let id = cri
             .create_container(&pod, &ctr_cfg, &pod_cfg)
@@ -90,9 +94,9 @@ pub fn pod_cycle(cri: &Cri, rt: &Rt, name: &str) -> Result<Cycle> {
             ContainerState::ContainerRunning,
             Duration::from_secs(60),
         )?;
-        Ok((create, ms_since(t)))
+        Ok((id, create, ms_since(t)))
     })();
-    let (create, start) = match started {
+    let (container_id, create, start) = match started {
         Ok(v) => v,
         Err(e) => {
             discard_pod(cri, &pod);
@@ -110,6 +114,8 @@ pub fn pod_cycle(cri: &Cri, rt: &Rt, name: &str) -> Result<Cycle> {
     cri.remove_pod_sandbox(&pod).context("RemovePodSandbox")?;
     let remove_pod = ms_since(t);
     Ok(Cycle {
+        pod_id: pod,
+        container_id,
         run_pod,
         create,
         start,
@@ -120,7 +126,8 @@ pub fn pod_cycle(cri: &Cri, rt: &Rt, name: &str) -> Result<Cycle> {
     })
 }
 
-pub fn serial(c: &Containerd, rts: &[Rt], n: usize) -> Result<Section> {
+/// `ran` gets the pods and containers of every cycle (for the shim-phase breakdown).
+pub fn serial(c: &Containerd, rts: &[Rt], n: usize, ran: &mut Vec<Ran>) -> Result<Section> {
     let mut sec = Section::new(
         "lifecycle_serial",
         "CRI lifecycle latency, serial",
@@ -144,7 +151,16 @@ pub fn serial(c: &Containerd, rts: &[Rt], n: usize) -> Result<Section> {
             }
             pb.set_message(rt.label.clone());
             match pod_cycle(&cri, rt, &format!("bench-{}-{i}", rt.label)) {
-                Ok(cycle) => cycle.record(&mut sec, &rt.label),
+                Ok(cycle) => {
+                    cycle.record(&mut sec, &rt.label);
+                    for (kind, id) in [("sandbox", &cycle.pod_id), ("app", &cycle.container_id)] {
+                        ran.push(Ran {
+                            runtime: rt.label.clone(),
+                            kind,
+                            id: id.clone(),
+                        });
+                    }
+                }
                 Err(e) => sec.fail(&rt.label, &e),
             }
             pb.inc(1);

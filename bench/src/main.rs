@@ -4,14 +4,20 @@
 
 mod config;
 mod ctr_run;
+mod flame;
+mod floor;
+mod goals;
+mod idalloc;
 mod images;
 mod lifecycle;
 mod machine;
 mod memory;
 mod model;
+mod phases;
 mod report;
 mod rootfs;
 mod runtimes;
+mod scale;
 mod seccomp;
 mod stats;
 mod svg;
@@ -80,7 +86,8 @@ const CONTAINERD_SECTIONS: &[(&str, &str)] = &[
     ("lifecycle", "CRI lifecycle latency, serial"),
     ("parallel", "CRI lifecycle latency, parallel"),
     ("ctr", "`ctr run --rm`"),
-    ("memory", "Shim memory"),
+    ("flame", "Flame graphs of a Create"),
+    ("scale", "Start latency as the node fills up"),
     ("workload", "Workload overhead inside the container"),
     ("rootfs", "Rootfs setup against image size (through CRI)"),
 ];
@@ -88,9 +95,13 @@ const CONTAINERD_SECTIONS: &[(&str, &str)] = &[
 /// Section ids in report order.
 const SECTION_ORDER: &[&str] = &[
     "lifecycle_serial",
+    "shim_phases",
     "lifecycle_parallel",
     "ctr_run",
+    "flame",
+    "scale",
     "memory",
+    "idrange",
     "workload",
     "rootfs_library",
     "rootfs_cri",
@@ -229,9 +240,19 @@ fn containerd_sections(run: &mut Run, c: &Containerd, rts: &[Rt], st: &Settings)
         Ok(())
     };
     if st.runs("lifecycle") {
+        let mut ran = Vec::new();
         run.section("lifecycle_serial", "CRI lifecycle latency, serial", || {
-            lifecycle::serial(c, rts, st.serial)
+            lifecycle::serial(c, rts, st.serial, &mut ran)
         });
+        run.section(
+            "shim_phases",
+            "Where Create and Start go inside the shim",
+            || {
+                let log = std::fs::read_to_string(&c.log_path)
+                    .with_context(|| format!("reading {}", c.log_path.display()))?;
+                Ok(phases::section(&log, &ran))
+            },
+        );
     }
     if st.runs("parallel") {
         run.section(
@@ -245,8 +266,23 @@ fn containerd_sections(run: &mut Run, c: &Containerd, rts: &[Rt], st: &Settings)
             ctr_run::run(c, rts, st.ctr_runs)
         });
     }
-    if st.runs("memory") {
-        run.section("memory", "Shim memory", || memory::run(c, rts, st.pods));
+    if st.runs("flame") {
+        run.section("flame", "Flame graphs of a Create", || {
+            let note = flame::probe().map_err(anyhow::Error::msg)?;
+            flame::run(c, rts, st.flame_cycles, &note)
+        });
+    }
+    if st.runs("scale") {
+        let mut memory = None;
+        run.section("scale", "Start latency as the node fills up", || {
+            let (sec, mem) = scale::run(c, rts, &st.scale_levels, st.scale_samples)?;
+            memory = Some(mem);
+            Ok(sec)
+        });
+        match memory {
+            Some(m) => run.sections.push(m),
+            None => run.skip("memory", "Shim memory", "the scale section did not finish"),
+        }
     }
     if st.runs("workload") {
         run.section("workload", "Workload overhead inside the container", || {
@@ -284,6 +320,19 @@ fn run(args: &Args) -> Result<PathBuf> {
         .map(|d| d.join(SHIM_BINARY))
         .map_err(|e| format!("{e:#}"));
     let mut machine = machine::collect(&shim);
+    // The floor's shim is built next to Stockade's (same cargo profile).
+    let null_shim = paths::shim_dir()
+        .map(|d| d.join(runtimes::NULL_SHIM_BINARY))
+        .ok()
+        .filter(|p| p.is_file());
+    if null_shim.is_none() {
+        for rt in rts.iter_mut().filter(|r| r.is_floor()) {
+            rt.failed = Some(format!(
+                "{} not built: cargo build -p stockade-bench-null-shim (make bench builds it)",
+                runtimes::NULL_SHIM_BINARY
+            ));
+        }
+    }
     let _stub = match &shim {
         Ok(_) => None,
         Err(e) => {
@@ -311,6 +360,11 @@ fn run(args: &Args) -> Result<PathBuf> {
             seccomp::run(settings.seccomp_samples)
         });
     }
+    if settings.runs("idrange") {
+        run.section("idrange", "ID-range allocation", || {
+            idalloc::run(settings.id_ranges, settings.id_samples)
+        });
+    }
     if settings.runs("rootfs") {
         run.section(
             "rootfs_library",
@@ -330,7 +384,10 @@ fn run(args: &Args) -> Result<PathBuf> {
         .collect();
     if !wanted.is_empty() && !util::interrupted() {
         eprintln!("== starting a private containerd");
-        match Containerd::start() {
+        // The shims' state (ID-range table, records) in a dir of the run's own: never the
+        // node's /run/stockade, whose table other builds may have written.
+        let state = bench_state_dir()?;
+        match Containerd::start_with(Some(state.path()), &runtimes::containerd_extra_config()) {
             Ok(c) => {
                 machine["containerd_instance"] = serde_json::json!(c.dir.display().to_string());
                 probe(
@@ -390,6 +447,18 @@ fn run(args: &Args) -> Result<PathBuf> {
         copy_dir(&out_dir, &latest)?;
     }
     Ok(out_dir)
+}
+
+/// A fresh state directory for the shims, under /run like the node's (tmpfs), removed
+/// with the run. Traversable (0711) like the node's, for the containers' host IDs.
+fn bench_state_dir() -> Result<tempfile::TempDir> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::Builder::new()
+        .prefix("stockade-bench-state-")
+        .tempdir_in("/run")
+        .context("creating the shims' state dir under /run")?;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711))?;
+    Ok(dir)
 }
 
 fn write_results(dir: &Path, results: &Results) -> Result<()> {

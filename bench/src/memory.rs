@@ -1,19 +1,17 @@
 //! Shim memory with many pods running: PSS and RSS (smaps_rollup) of every shim of our
-//! containerd, and the node's MemAvailable drop per pod. One runtime at a time, so the
-//! node figure belongs to one runtime.
+//! containerd, and the node's MemAvailable drop per pod. Measured by the scale section
+//! at its top level, one runtime at a time, so the node figure belongs to one runtime.
 
-use crate::lifecycle::{discard_pod, wait_state, SLEEP_CMD};
+use crate::lifecycle::SLEEP_CMD;
 use crate::machine::meminfo_kb;
 use crate::model::Section;
-use crate::runtimes::{active, Rt};
-use crate::util::{bar, check_stop};
+use crate::runtimes::Rt;
 use anyhow::{bail, Context, Result};
-use k8s_cri::v1::ContainerState;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use stockade_integration::teardown::{arg_value, processes, ProcInfo};
-use stockade_integration::{Containerd, Cri};
+use stockade_integration::Containerd;
 
 /// Rss and Pss of a process, kB, from /proc/PID/smaps_rollup.
 pub fn smaps_rollup(pid: i32) -> Result<(u64, u64)> {
@@ -37,7 +35,6 @@ fn exe(pid: i32) -> Option<PathBuf> {
 /// binary, e.g. a zygote); container processes are not counted.
 #[derive(Debug, Clone)]
 pub struct Shim {
-    pub pid: i32,
     pub binary: String,
     pub family: Vec<i32>,
 }
@@ -67,11 +64,7 @@ pub fn shims_of(c: &Containerd) -> Vec<Shim> {
             continue;
         }
         let family = family(p.pid, &exe_path, &procs);
-        shims.push(Shim {
-            pid: p.pid,
-            binary,
-            family,
-        });
+        shims.push(Shim { binary, family });
     }
     shims
 }
@@ -92,7 +85,7 @@ fn family(root: i32, exe_path: &Path, procs: &[ProcInfo]) -> Vec<i32> {
     out
 }
 
-fn mem_available_kb() -> Result<f64> {
+pub fn mem_available_kb() -> Result<f64> {
     // Three reads a little apart: MemAvailable jitters with page-cache activity.
     let mut sum = 0.0;
     for _ in 0..3 {
@@ -102,99 +95,64 @@ fn mem_available_kb() -> Result<f64> {
     Ok(sum / 3.0)
 }
 
-pub fn run(c: &Containerd, rts: &[Rt], pods: usize) -> Result<Section> {
-    let mut sec = Section::new(
-        "memory",
-        &format!("Shim memory with {pods} pods running"),
-        &format!(
-            "{pods} pods of one runtime running at once, each with one busybox `{}` container; \
-             shims found by their `-address` (our containerd's socket), each counted with its \
-             helper processes running the same binary (container processes excluded). PSS and \
-             RSS from /proc/PID/smaps_rollup. `shim_pss_per_pod` = total shim PSS / pods. \
-             `node_mem_per_pod` = drop of MemAvailable from before the first pod to {pods} \
-             pods running, / pods (includes the containers, the pause process and kernel \
-             objects; other load on the machine makes it noisy). Runtimes one after the other.",
-            SLEEP_CMD.join(" ")
-        ),
-    );
-    // Seccomp changes neither shim memory nor the rootfs: runc-seccomp is left out here.
-    let rts: Vec<Rt> = active(rts, &mut sec)
-        .into_iter()
-        .filter(|r| !r.runc_seccomp)
-        .collect();
-    let cri = c.cri()?;
-    let pb = bar(rts.len() * (pods + 1), "memory");
-    for rt in &rts {
-        check_stop()?;
-        pb.set_message(rt.label.clone());
-        let mut pod_ids = Vec::new();
-        let r = measure(c, &cri, rt, pods, &mut pod_ids, &mut sec, &pb);
-        for pod in &pod_ids {
-            discard_pod(&cri, pod);
-        }
-        if let Err(e) = r {
-            sec.fail(&rt.label, &e);
-        }
-        pb.inc(1);
-    }
-    pb.finish_and_clear();
-    Ok(sec)
+/// How the memory section measures (for its method text).
+pub fn method(pods: usize) -> String {
+    format!(
+        "{pods} pods of one runtime running at once (the scale section's top level), each \
+         with one busybox `{}` container; shims found by their `-address` (our \
+         containerd's socket), each counted with its helper processes running the same \
+         binary (container processes excluded). PSS and RSS from /proc/PID/smaps_rollup. \
+         `shim_pss_per_pod` = total shim PSS / pods, `shim_rss_per_pod` likewise. \
+         `node_mem_per_pod` = drop of MemAvailable from before the first pod to {pods} pods \
+         running, / pods (includes the containers, the pause process and kernel objects; \
+         other load on the machine makes it noisy). Runtimes one after the other.",
+        SLEEP_CMD.join(" ")
+    )
 }
 
-fn measure(
-    c: &Containerd,
-    cri: &Cri,
-    rt: &Rt,
-    pods: usize,
-    pod_ids: &mut Vec<String>,
-    sec: &mut Section,
-    pb: &indicatif::ProgressBar,
-) -> Result<()> {
-    // Shims of earlier pods may take a moment to exit; they are not counted.
+/// Shim memory of `rt` with `pods` of its pods running: waits (bounded) until exactly
+/// one shim tree per pod is left (shims of pods just removed may still be exiting).
+pub struct Snapshot {
+    pub pss_each_mb: Vec<f64>,
+    pub rss_each_mb: Vec<f64>,
+    /// Processes per shim tree -> number of trees.
+    pub family_sizes: BTreeMap<usize, usize>,
+}
+
+impl Snapshot {
+    pub fn pss_total(&self) -> f64 {
+        self.pss_each_mb.iter().sum()
+    }
+
+    pub fn rss_total(&self) -> f64 {
+        self.rss_each_mb.iter().sum()
+    }
+}
+
+pub fn snapshot(c: &Containerd, rt: &Rt, pods: usize) -> Result<Snapshot> {
+    let ours = || -> Vec<Shim> {
+        shims_of(c)
+            .into_iter()
+            .filter(|s| s.binary == rt.shim_binary())
+            .collect()
+    };
     let _ = stockade_integration::exec::wait_for(
-        "earlier shims to exit",
+        "one shim per running pod",
         Duration::from_secs(15),
-        || shims_of(c).is_empty().then_some(()),
+        || (ours().len() == pods).then_some(()),
     );
-    let earlier: Vec<i32> = shims_of(c).iter().map(|s| s.pid).collect();
-    if !earlier.is_empty() {
-        sec.notes.push(format!(
-            "{}: shims of earlier pods still ran (not counted): {earlier:?}",
-            rt.label
-        ));
-    }
-    let before = mem_available_kb()?;
-    for i in 0..pods {
-        check_stop()?;
-        let pod_cfg = cri.pod_config(&format!("bench-mem-{}-{i}", rt.label));
-        let pod = cri.run_pod_sandbox(&pod_cfg, rt.handler())?;
-        pod_ids.push(pod.clone());
-        let ctr_cfg = rt.container_config(cri, "app", SLEEP_CMD);
-        let id = cri.run_container(&pod, &ctr_cfg, &pod_cfg)?;
-        wait_state(
-            cri,
-            &id,
-            ContainerState::ContainerRunning,
-            Duration::from_secs(60),
-        )?;
-        pb.inc(1);
-    }
-    // Let lazily touched pages and the page cache settle.
-    std::thread::sleep(Duration::from_secs(2));
-    let after = mem_available_kb()?;
-    let shims: Vec<Shim> = shims_of(c)
-        .into_iter()
-        .filter(|s| s.binary == rt.shim_binary() && !earlier.contains(&s.pid))
-        .collect();
+    let shims = ours();
     if shims.is_empty() {
         bail!(
             "no {} process found for {pods} running pods",
             rt.shim_binary()
         );
     }
-    let mut total_pss = 0.0;
-    let mut total_rss = 0.0;
-    let mut family_sizes: BTreeMap<usize, usize> = BTreeMap::new();
+    let mut snap = Snapshot {
+        pss_each_mb: Vec::new(),
+        rss_each_mb: Vec::new(),
+        family_sizes: BTreeMap::new(),
+    };
     for shim in &shims {
         let (mut rss, mut pss) = (0u64, 0u64);
         for pid in &shim.family {
@@ -202,28 +160,33 @@ fn measure(
             rss += r;
             pss += p;
         }
-        *family_sizes.entry(shim.family.len()).or_default() += 1;
-        let (rss_mb, pss_mb) = (rss as f64 / 1024.0, pss as f64 / 1024.0);
-        sec.push(&rt.label, "shim_pss_each", "MB", pss_mb);
-        sec.push(&rt.label, "shim_rss_each", "MB", rss_mb);
-        total_pss += pss_mb;
-        total_rss += rss_mb;
+        *snap.family_sizes.entry(shim.family.len()).or_default() += 1;
+        snap.pss_each_mb.push(pss as f64 / 1024.0);
+        snap.rss_each_mb.push(rss as f64 / 1024.0);
     }
-    let n = pods as f64;
-    sec.push(&rt.label, "shim_pss_per_pod", "MB", total_pss / n);
-    sec.push(&rt.label, "shim_rss_per_pod", "MB", total_rss / n);
+    Ok(snap)
+}
+
+/// Record a snapshot of `rt` at `pods` pods in the memory section.
+pub fn record(sec: &mut Section, rt: &Rt, pods: usize, snap: &Snapshot, node_drop_kb: f64) {
+    for (p, r) in snap.pss_each_mb.iter().zip(&snap.rss_each_mb) {
+        sec.push(&rt.label, "shim_pss_each", "MB", *p);
+        sec.push(&rt.label, "shim_rss_each", "MB", *r);
+    }
+    let n = pods.max(1) as f64;
+    sec.push(&rt.label, "shim_pss_per_pod", "MB", snap.pss_total() / n);
+    sec.push(&rt.label, "shim_rss_per_pod", "MB", snap.rss_total() / n);
     sec.push(
         &rt.label,
         "node_mem_per_pod",
         "MB",
-        (before - after) / 1024.0 / n,
+        node_drop_kb / 1024.0 / n,
     );
     sec.notes.push(format!(
         "{}: {} {} process tree(s) for {pods} pods (processes per tree -> trees: {:?})",
         rt.label,
-        shims.len(),
+        snap.pss_each_mb.len(),
         rt.shim_binary(),
-        family_sizes
+        snap.family_sizes
     ));
-    Ok(())
 }

@@ -27,6 +27,9 @@ pub struct Section {
     pub notes: Vec<String>,
     /// Why the whole section did not run.
     pub skipped: Option<String>,
+    /// Folded call stacks ("frame;frame;frame count" lines) by name, for flame graphs.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub stacks: BTreeMap<String, Vec<String>>,
     /// Wall time of the section, seconds.
     pub duration_s: f64,
 }

@@ -2,55 +2,13 @@
 //! median, spread and ratio against the baseline, and the project's goals beside the
 //! figures they judge, with met / not met.
 
+use crate::goals::{goals, GoalCheck, SHIM_PSS_MAX_MB, START_P50_MAX};
 use crate::model::{Results, Section};
 use crate::stats::{summarize, Summary};
-use crate::svg;
+use crate::{flame, floor, phases, scale, svg};
 use std::fmt::Write as _;
 
-/// Largest size ratio (big image / small image, medians) still called "independent of
-/// image size": per-layer work plus noise, not per-file work.
-pub const SIZE_INDEPENDENT_MAX: f64 = 1.25;
-pub const START_P50_MAX: f64 = 0.8;
-pub const START_P99_MAX: f64 = 1.0;
-pub const SHIM_PSS_MAX_MB: f64 = 3.0;
-pub const WORKLOAD_MAX: f64 = 1.05;
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum Verdict {
-    Met,
-    NotMet,
-    NotMeasured(String),
-}
-
-impl Verdict {
-    /// Met when `value` is at most `max`.
-    fn at_most(value: f64, max: f64) -> Verdict {
-        if value <= max {
-            Verdict::Met
-        } else {
-            Verdict::NotMet
-        }
-    }
-
-    fn text(&self) -> String {
-        match self {
-            Verdict::Met => "**met**".into(),
-            Verdict::NotMet => "**NOT met**".into(),
-            Verdict::NotMeasured(why) => format!("not measured ({why})"),
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct GoalCheck {
-    pub goal: String,
-    pub figure: String,
-    pub runtime: String,
-    pub value: String,
-    pub verdict: Verdict,
-}
-
-fn fmt(v: f64) -> String {
+pub fn fmt(v: f64) -> String {
     if !v.is_finite() {
         "—".into()
     } else if v.abs() >= 100.0 {
@@ -65,7 +23,7 @@ fn fmt(v: f64) -> String {
 }
 
 /// Ratios get three decimals: 1.054 must not print as a "1.05" that misses a 1.05 goal.
-fn fmt_ratio(v: f64) -> String {
+pub fn fmt_ratio(v: f64) -> String {
     if v.is_finite() {
         format!("{v:.3}×")
     } else {
@@ -73,12 +31,12 @@ fn fmt_ratio(v: f64) -> String {
     }
 }
 
-fn summary(sec: &Section, runtime: &str, metric: &str) -> Option<Summary> {
+pub fn summary(sec: &Section, runtime: &str, metric: &str) -> Option<Summary> {
     sec.samples(runtime, metric)
         .and_then(|s| summarize(&s.samples))
 }
 
-fn why_missing(sec: &Section, runtime: &str) -> String {
+pub fn why_missing(sec: &Section, runtime: &str) -> String {
     if let Some(s) = &sec.skipped {
         return format!("section skipped: {s}");
     }
@@ -100,163 +58,6 @@ fn shorten(s: &str, max: usize) -> String {
     }
 }
 
-/// Hardened runtimes (everything but the baseline) of a run.
-fn candidates(results: &Results) -> Vec<String> {
-    results
-        .runtimes
-        .iter()
-        .map(|r| r.label.clone())
-        .filter(|l| l.starts_with("stockade"))
-        .collect()
-}
-
-/// The goals judged by one section.
-pub fn goals(sec: &Section, results: &Results) -> Vec<GoalCheck> {
-    let mut out = Vec::new();
-    let cands = candidates(results);
-    match sec.id.as_str() {
-        "lifecycle_serial" | "lifecycle_parallel" => {
-            let base = summary(sec, "runc", "start_total");
-            for r in &cands {
-                let s = summary(sec, r, "start_total");
-                for (goal, pick, max) in [
-                    (
-                        format!("start latency p50 ≤ {START_P50_MAX}× runc"),
-                        (|s: &Summary| s.p50) as fn(&Summary) -> f64,
-                        START_P50_MAX,
-                    ),
-                    (
-                        format!("start latency p99 ≤ {START_P99_MAX}× runc"),
-                        |s: &Summary| s.p99,
-                        START_P99_MAX,
-                    ),
-                ] {
-                    let (value, verdict) = match (&base, &s) {
-                        (Some(b), Some(s)) => {
-                            let ratio = pick(s) / pick(b);
-                            (
-                                format!(
-                                    "{} ms vs {} ms = {}",
-                                    fmt(pick(s)),
-                                    fmt(pick(b)),
-                                    fmt_ratio(ratio)
-                                ),
-                                Verdict::at_most(ratio, max),
-                            )
-                        }
-                        (None, _) => ("—".into(), Verdict::NotMeasured(why_missing(sec, "runc"))),
-                        (_, None) => ("—".into(), Verdict::NotMeasured(why_missing(sec, r))),
-                    };
-                    out.push(GoalCheck {
-                        goal,
-                        figure: format!("{}: RunPodSandbox → running", sec.title),
-                        runtime: r.clone(),
-                        value,
-                        verdict,
-                    });
-                }
-            }
-        }
-        "memory" => {
-            for r in &cands {
-                let (value, verdict) = match summary(sec, r, "shim_pss_per_pod") {
-                    Some(s) => (
-                        format!("{} MB", fmt(s.p50)),
-                        Verdict::at_most(s.p50, SHIM_PSS_MAX_MB),
-                    ),
-                    None => ("—".into(), Verdict::NotMeasured(why_missing(sec, r))),
-                };
-                out.push(GoalCheck {
-                    goal: format!("shim PSS ≤ {SHIM_PSS_MAX_MB} MB per pod"),
-                    figure: sec.title.clone(),
-                    runtime: r.clone(),
-                    value,
-                    verdict,
-                });
-            }
-        }
-        "workload" => {
-            for r in &cands {
-                for m in sec.metrics() {
-                    let (value, verdict) = match (summary(sec, "runc", &m), summary(sec, r, &m)) {
-                        (Some(b), Some(s)) => {
-                            let ratio = s.p50 / b.p50;
-                            (fmt_ratio(ratio), Verdict::at_most(ratio, WORKLOAD_MAX))
-                        }
-                        (None, _) => ("—".into(), Verdict::NotMeasured(why_missing(sec, "runc"))),
-                        (_, None) => ("—".into(), Verdict::NotMeasured(why_missing(sec, r))),
-                    };
-                    out.push(GoalCheck {
-                        goal: format!("workload overhead ≤ {WORKLOAD_MAX}×"),
-                        figure: format!("{m} (median, {} / runc)", r),
-                        runtime: r.clone(),
-                        value,
-                        verdict,
-                    });
-                }
-            }
-        }
-        "rootfs_library" | "rootfs_cri" => {
-            let prefix = if sec.id == "rootfs_library" {
-                "mount"
-            } else {
-                "create_start"
-            };
-            let mut sizes: Vec<usize> = sec
-                .metrics()
-                .iter()
-                .filter_map(|m| {
-                    m.strip_prefix(&format!("{prefix}_"))
-                        .and_then(|r| r.strip_suffix("_files"))
-                        .and_then(|n| n.parse().ok())
-                })
-                .collect();
-            sizes.sort_unstable();
-            sizes.dedup();
-            let who: Vec<String> = if sec.id == "rootfs_library" {
-                vec!["stockade".into()]
-            } else {
-                cands.clone()
-            };
-            for r in &who {
-                let (value, verdict) = match (sizes.first(), sizes.last()) {
-                    (Some(small), Some(big)) if small != big => {
-                        let a = summary(sec, r, &format!("{prefix}_{small}_files"));
-                        let b = summary(sec, r, &format!("{prefix}_{big}_files"));
-                        match (a, b) {
-                            (Some(a), Some(b)) => {
-                                let ratio = b.p50 / a.p50;
-                                (
-                                    format!(
-                                        "{big} files {} ms vs {small} files {} ms = {}",
-                                        fmt(b.p50),
-                                        fmt(a.p50),
-                                        fmt_ratio(ratio)
-                                    ),
-                                    Verdict::at_most(ratio, SIZE_INDEPENDENT_MAX),
-                                )
-                            }
-                            _ => ("—".into(), Verdict::NotMeasured(why_missing(sec, r))),
-                        }
-                    }
-                    _ => ("—".into(), Verdict::NotMeasured(why_missing(sec, r))),
-                };
-                out.push(GoalCheck {
-                    goal: format!(
-                        "rootfs setup independent of image size (big/small ≤ {SIZE_INDEPENDENT_MAX}×)"
-                    ),
-                    figure: sec.title.clone(),
-                    runtime: r.clone(),
-                    value,
-                    verdict,
-                });
-            }
-        }
-        _ => {}
-    }
-    out
-}
-
 /// Metrics plotted as CDFs, per section.
 fn cdf_metrics(id: &str) -> &'static [&'static str] {
     match id {
@@ -268,11 +69,14 @@ fn cdf_metrics(id: &str) -> &'static [&'static str] {
     }
 }
 
-/// Notes computed from the samples: for the workload, Stockade against runc with its
-/// default seccomp profile, which separates the price of any seccomp filter from ours.
+/// Notes computed from the samples: for the workload (whose goal compares with runc
+/// under its default seccomp profile), Stockade against plain runc too.
 fn derived_notes(sec: &Section, known: &[String]) -> Vec<String> {
     let mut out = Vec::new();
-    let reference = "runc-seccomp";
+    if sec.id == "flame" {
+        return flame::notes(sec);
+    }
+    let reference = "runc";
     if sec.id != "workload" || sec.samples(reference, "getppid").is_none() {
         return out;
     }
@@ -292,8 +96,9 @@ fn derived_notes(sec: &Section, known: &[String]) -> Vec<String> {
             .collect();
         if !ratios.is_empty() {
             out.push(format!(
-                "{r} / {reference} (medians): {}. Any seccomp filter moves every system call \
-                 to the kernel's slower entry path; compare these to see what is Stockade's own.",
+                "{r} / {reference} without seccomp (medians): {}. Any seccomp filter moves \
+                 every system call to the kernel's slower entry path, so the goal compares \
+                 with runc-seccomp; these ratios show what the filter itself costs.",
                 ratios.join(", ")
             ));
         }
@@ -364,6 +169,7 @@ fn figures(sec: &Section, known: &[String]) -> Vec<Figure> {
             .into_iter()
             .filter(|m| m.starts_with("create_start_"))
             .collect(),
+        "idrange" => sec.metrics(),
         _ => Vec::new(),
     };
     let rows: Vec<(String, String, Vec<f64>)> = bar_metrics
@@ -393,6 +199,15 @@ fn figures(sec: &Section, known: &[String]) -> Vec<Figure> {
             format!("{}.svg", sec.id),
             svg::bars(&sec.title, &unit, &rows, goal),
         ));
+    }
+    if floor::has_floor(sec) {
+        out.extend(floor::figure(sec, known));
+    }
+    match sec.id.as_str() {
+        "scale" => out.extend(scale::figures(sec)),
+        "shim_phases" => out.extend(phases::figure(sec)),
+        "flame" => out.extend(flame::figures(sec)),
+        _ => {}
     }
     out
 }
@@ -569,6 +384,10 @@ pub fn render(results: &Results) -> (String, Vec<Figure>) {
             );
         }
         table(&mut out, sec, &known);
+        if floor::has_floor(sec) {
+            let _ = writeln!(out, "\n### Own share (minus the floor)\n");
+            floor::table(&mut out, sec, &known);
+        }
         for n in sec.notes.iter().chain(derived_notes(sec, &known).iter()) {
             let _ = writeln!(out, "\n- {n}");
         }
@@ -583,13 +402,36 @@ pub fn render(results: &Results) -> (String, Vec<Figure>) {
         }
         let _ = writeln!(out, "\n_Section time: {:.1} s._", sec.duration_s);
     }
+    closing_note(&mut out, &all_goals);
     (out, figs)
+}
+
+/// Every goal once more, as sentences: figure, value, verdict.
+fn closing_note(out: &mut String, checks: &[GoalCheck]) {
+    let _ = writeln!(out, "\n## Closing note\n");
+    let met = checks
+        .iter()
+        .filter(|g| g.verdict == crate::goals::Verdict::Met)
+        .count();
+    let _ = writeln!(out, "{met} of {} goal checks met.\n", checks.len());
+    for g in checks {
+        let _ = writeln!(
+            out,
+            "- {} — {} ({}): {} → {}",
+            g.goal,
+            g.figure,
+            g.runtime,
+            g.value,
+            g.verdict.text()
+        );
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::model::RuntimeStatus;
+    use crate::runtimes::FLOOR;
 
     fn results(sections: Vec<Section>) -> Results {
         let rt = |l: &str| RuntimeStatus {
@@ -607,82 +449,35 @@ mod tests {
             duration_s: 0.0,
             machine: serde_json::json!({}),
             settings: serde_json::json!({}),
-            runtimes: vec![rt("runc"), rt("stockade"), rt("runc-seccomp")],
+            runtimes: vec![rt("runc"), rt("stockade"), rt(FLOOR)],
             sections,
             aborted: None,
         }
     }
 
-    fn lifecycle(runc: &[f64], stockade: &[f64]) -> Section {
-        let mut s = Section::new("lifecycle_serial", "L", "");
-        for v in runc {
-            s.push("runc", "start_total", "ms", *v);
-        }
-        for v in stockade {
-            s.push("stockade", "start_total", "ms", *v);
-        }
-        s
-    }
-
-    #[test]
-    fn start_latency_goals_compare_p50_and_p99_with_runc() {
-        let sec = lifecycle(&[100.0; 10], &[70.0; 10]);
-        let g = goals(&sec, &results(vec![]));
-        assert_eq!(g.len(), 2, "p50 and p99 goal for stockade only: {g:?}");
-        assert!(g.iter().all(|c| c.verdict == Verdict::Met));
-        let sec = lifecycle(&[100.0; 10], &[90.0; 10]);
-        let g = goals(&sec, &results(vec![]));
-        assert_eq!(
-            g[0].verdict,
-            Verdict::NotMet,
-            "0.9x misses the 0.8x p50 goal"
-        );
-        assert_eq!(g[1].verdict, Verdict::Met, "0.9x meets the 1x p99 goal");
-    }
-
-    #[test]
-    fn failed_runtime_is_not_measured_with_its_error() {
-        let mut sec = lifecycle(&[100.0; 3], &[]);
-        sec.fail("stockade", &anyhow::anyhow!("shim exploded\nmore"));
-        let g = goals(&sec, &results(vec![]));
-        match &g[0].verdict {
-            Verdict::NotMeasured(why) => assert_eq!(why, "stockade: failed: shim exploded"),
-            other => panic!("expected not measured, got {other:?}"),
-        }
-    }
-
-    #[test]
-    fn memory_and_size_goals_use_absolute_and_relative_limits() {
-        let mut mem = Section::new("memory", "M", "");
-        mem.push("stockade", "shim_pss_per_pod", "MB", 3.2);
-        assert_eq!(goals(&mem, &results(vec![]))[0].verdict, Verdict::NotMet);
-        let mut rootfs = Section::new("rootfs_library", "R", "");
-        for _ in 0..5 {
-            rootfs.push("stockade", "mount_10_files", "ms", 1.0);
-            rootfs.push("stockade", "mount_50000_files", "ms", 1.2);
-        }
-        let g = goals(&rootfs, &results(vec![]));
-        assert_eq!(g.len(), 1);
-        assert_eq!(g[0].verdict, Verdict::Met, "{g:?}");
-        // Now most big-image samples are 9x slower: per-file work.
-        for _ in 0..6 {
-            rootfs.push("stockade", "mount_50000_files", "ms", 9.0);
-        }
-        assert_eq!(goals(&rootfs, &results(vec![]))[0].verdict, Verdict::NotMet);
-    }
-
     #[test]
     fn report_names_failures_and_links_every_figure() {
-        let mut sec = lifecycle(&[100.0, 120.0], &[]);
+        let mut sec = Section::new("lifecycle_serial", "L", "");
+        for v in [100.0, 120.0] {
+            sec.push("runc", "start_total", "ms", v);
+            sec.push(FLOOR, "start_total", "ms", v / 2.0);
+        }
         sec.fail("stockade", &anyhow::anyhow!("no shim"));
         let mut r = results(vec![sec]);
         r.runtimes[1].failed = Some("no shim".into());
         let (md, figs) = render(&r);
         assert!(md.contains("**stockade: failed: no shim**"), "{md}");
-        assert!(!figs.is_empty());
+        assert!(md.contains("### Own share (minus the floor)"), "{md}");
+        assert!(md.contains("## Closing note"), "{md}");
+        assert!(figs
+            .iter()
+            .any(|(n, _)| n == "lifecycle_serial_own_share.svg"));
         for (name, svg) in &figs {
             assert!(md.contains(&format!("]({name})")), "{name} not linked");
-            assert!(svg.starts_with("<svg"));
+            assert!(
+                svg.starts_with("<svg") || svg.starts_with("<?xml"),
+                "{name}"
+            );
         }
     }
 }

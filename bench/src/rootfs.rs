@@ -7,7 +7,7 @@
 use crate::images::files_image;
 use crate::lifecycle::{discard_pod, wait_state};
 use crate::model::Section;
-use crate::runtimes::{active, Rt};
+use crate::runtimes::{active_runtimes, Rt};
 use crate::util::{bar, check_stop, ms_since};
 use anyhow::{Context, Result};
 use k8s_cri::v1::{ContainerState, ImageSpec};
@@ -158,7 +158,7 @@ pub fn cri(
         ),
     );
     // Seccomp changes neither shim memory nor the rootfs: runc-seccomp is left out here.
-    let rts: Vec<Rt> = active(rts, &mut sec)
+    let rts: Vec<Rt> = active_runtimes(rts, &mut sec)
         .into_iter()
         .filter(|r| !r.runc_seccomp)
         .collect();

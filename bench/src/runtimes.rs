@@ -1,10 +1,27 @@
-//! The runtimes under comparison, in run order (runc first: it is the baseline).
+//! The runtimes under comparison, in run order (runc first: it is the baseline), and
+//! the floor: `null`, the bench's own shim (bench/null-shim) that runs the command as a
+//! plain chrooted child, so its figures are containerd's own share.
 
 use anyhow::{bail, Result};
 use k8s_cri::v1::security_profile::ProfileType;
 use k8s_cri::v1::{ContainerConfig, SecurityProfile};
 use stockade_integration::runtimes::TestRuntime;
 use stockade_integration::Cri;
+
+/// runtime_type, CRI handler and shim binary of the floor (bench/null-shim).
+pub const NULL_RUNTIME: &str = "io.containerd.stockadenull.v1";
+pub const NULL_HANDLER: &str = "null";
+pub const NULL_SHIM_BINARY: &str = "containerd-shim-stockadenull-v1";
+/// Label of the floor in results and reports.
+pub const FLOOR: &str = "null";
+
+/// What the private containerd needs beyond the harness's config: the floor's handler.
+pub fn containerd_extra_config() -> String {
+    format!(
+        "\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.{NULL_HANDLER}]\n  \
+         runtime_type = \"{NULL_RUNTIME}\"\n"
+    )
+}
 
 #[derive(Debug, Clone)]
 pub struct Rt {
@@ -23,8 +40,17 @@ impl Rt {
             "runc" | "runc-seccomp" => TestRuntime::runc(),
             "stockade" => TestRuntime::stockade()?,
             "stockade-strict" => TestRuntime::stockade_strict()?,
+            FLOOR => TestRuntime {
+                label: FLOOR,
+                ctr_runtime: NULL_RUNTIME,
+                cri_handler: NULL_HANDLER,
+                profile: None,
+            },
             other => {
-                bail!("unknown runtime {other:?} (runc, stockade, stockade-strict, runc-seccomp)")
+                bail!(
+                    "unknown runtime {other:?} (runc, stockade, stockade-strict, runc-seccomp, \
+                     null)"
+                )
             }
         };
         Ok(Rt {
@@ -50,8 +76,19 @@ impl Rt {
         cfg
     }
 
+    /// The floor (null runtime), not a runtime under comparison.
+    pub fn is_floor(&self) -> bool {
+        self.label == FLOOR
+    }
+
     /// One line for the report.
     pub fn description(&self) -> String {
+        if self.is_floor() {
+            return "the floor: bench/null-shim, a shim v2 that forks the command chrooted into \
+                    the rootfs (no namespaces, cgroups or hardening); its figures are \
+                    containerd's own share"
+                .into();
+        }
         match (&self.rt.profile, self.runc_seccomp) {
             (Some(p), _) => format!("Stockade shim with profile {}", p.display()),
             (None, true) => "runc with RuntimeDefault seccomp (containerd's default profile): \
@@ -78,7 +115,9 @@ impl Rt {
 
     /// File name of this runtime's shim binary.
     pub fn shim_binary(&self) -> &'static str {
-        if self.rt.hardened() {
+        if self.is_floor() {
+            NULL_SHIM_BINARY
+        } else if self.rt.hardened() {
             stockade_integration::paths::SHIM_BINARY
         } else {
             "containerd-shim-runc-v2"
@@ -97,6 +136,12 @@ pub fn parse(labels: &[String]) -> Result<Vec<Rt>> {
         out.push(Rt::from_label(l)?);
     }
     Ok(out)
+}
+
+/// [`active`] without the floor, for sections where it has no meaning.
+pub fn active_runtimes(rts: &[Rt], sec: &mut crate::model::Section) -> Vec<Rt> {
+    let without: Vec<Rt> = rts.iter().filter(|r| !r.is_floor()).cloned().collect();
+    active(&without, sec)
 }
 
 /// The runtimes that can run; the others are recorded as failed in `sec`.

@@ -19,6 +19,7 @@ pub fn color(label: &str) -> &'static str {
         "stockade-strict" => "#2ca02c",
         "no filter" => "#1f77b4",
         "runc-seccomp" => "#9467bd",
+        "null" => "#8c564b",
         _ => "#7f7f7f",
     }
 }
@@ -256,13 +257,13 @@ pub fn bars(
             left - 6.0,
             y + h / 2.0 + 4.0,
             esc(label),
-            med / max * pw,
+            med.max(0.0) / max * pw,
             color(runtime),
-            left + lo / max * pw,
+            left + lo.max(0.0) / max * pw,
             y + h / 2.0,
-            left + hi / max * pw,
+            left + hi.max(0.0) / max * pw,
             y + h / 2.0,
-            left + hi / max * pw + 4.0,
+            left + hi.max(0.0) / max * pw + 4.0,
             y + h / 2.0 + 4.0,
             fmt_tick(*med)
         );
@@ -276,6 +277,85 @@ pub fn bars(
             x + 4.0,
             TOP + ph - 4.0,
             esc(&label)
+        );
+    }
+    out.push_str("</svg>\n");
+    out
+}
+
+/// One point of a line chart: the median at `x`, with a whisker from `lo` to `hi`.
+#[derive(Debug, Clone, Copy)]
+pub struct Point {
+    pub x: f64,
+    pub y: f64,
+    pub lo: f64,
+    pub hi: f64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Line {
+    pub label: String,
+    pub points: Vec<Point>,
+}
+
+/// Lines (one per label, colored by runtime) over a numeric x axis, with whiskers.
+pub fn lines(title: &str, x_unit: &str, y_unit: &str, series: &[Line]) -> String {
+    let mut out = String::new();
+    frame(&mut out, title, y_unit, H);
+    let pts = || series.iter().flat_map(|l| l.points.iter());
+    let xmax = pts().map(|p| p.x).fold(0.0, f64::max).max(1.0) * 1.05;
+    let ymax = pts().map(|p| p.hi.max(p.y)).fold(0.0, f64::max).max(1e-9) * 1.1;
+    let (pw, ph) = (W - LEFT - RIGHT, H - TOP - BOTTOM);
+    let px = |x: f64| LEFT + x / xmax * pw;
+    let py = |y: f64| TOP + ph - y.max(0.0) / ymax * ph;
+    let step = tick_step(ymax, 5.0);
+    let mut v = 0.0;
+    while v <= ymax * 1.0001 {
+        let _ = writeln!(
+            out,
+            r##"<line x1="{LEFT}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#eee"/><text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"##,
+            LEFT + pw,
+            LEFT - 6.0,
+            py(v) + 4.0,
+            fmt_tick(v),
+            y = py(v)
+        );
+        v += step;
+    }
+    x_axis(&mut out, xmax, x_unit, LEFT, H);
+    for (i, l) in series.iter().enumerate() {
+        let c = color(&l.label);
+        let path: Vec<String> = l
+            .points
+            .iter()
+            .map(|p| format!("{:.1},{:.1}", px(p.x), py(p.y)))
+            .collect();
+        let _ = writeln!(
+            out,
+            r#"<polyline fill="none" stroke="{c}" stroke-width="2" points="{}"/>"#,
+            path.join(" ")
+        );
+        for p in &l.points {
+            let _ = writeln!(
+                out,
+                r#"<circle cx="{x:.1}" cy="{:.1}" r="3.5" fill="{c}"/><line x1="{x:.1}" y1="{:.1}" x2="{x:.1}" y2="{:.1}" stroke="{c}"/><text x="{:.1}" y="{:.1}" fill="{c}">{}</text>"#,
+                py(p.y),
+                py(p.lo),
+                py(p.hi),
+                px(p.x) + 6.0,
+                py(p.y) - 6.0,
+                fmt_tick(p.y),
+                x = px(p.x)
+            );
+        }
+        let _ = writeln!(
+            out,
+            r#"<rect x="{:.1}" y="{:.1}" width="12" height="12" fill="{c}"/><text x="{:.1}" y="{:.1}">{}</text>"#,
+            LEFT + 10.0,
+            TOP + 6.0 + i as f64 * 18.0,
+            LEFT + 28.0,
+            TOP + 16.0 + i as f64 * 18.0,
+            esc(&l.label)
         );
     }
     out.push_str("</svg>\n");

@@ -5,7 +5,7 @@
 use crate::images::{LOAD_BINARY, LOAD_IMAGE};
 use crate::lifecycle::{discard_pod, wait_state};
 use crate::model::Section;
-use crate::runtimes::{active, Rt};
+use crate::runtimes::{active_runtimes, Rt};
 use crate::util::{bar, check_stop};
 use anyhow::{bail, Context, Result};
 use k8s_cri::v1::{ContainerState, ImageSpec, LinuxContainerResources};
@@ -94,7 +94,7 @@ pub fn run(c: &Containerd, rts: &[Rt], reps: usize, scale: u32, warmup: bool) ->
         limits.period_us,
         limits.memory_bytes / (1 << 20)
     ));
-    let rts = active(rts, &mut sec);
+    let rts = active_runtimes(rts, &mut sec);
     let cri = c.cri()?;
     let mut pods: BTreeMap<String, (String, k8s_cri::v1::PodSandboxConfig)> = BTreeMap::new();
     let first = usize::from(!warmup);

@@ -4,15 +4,18 @@
 //! - `stockade harden --profile FILE CONFIG_JSON`: show what Stockade would make of a
 //!   container's config.json: the hardened config on stdout, the report on stderr, or the
 //!   refusal naming the rule.
+//! - `stockade monitor`: the node's Prometheus exporter.
+//! - `stockade node check [--json]`: what on this node weakens containers.
 
 mod monitor;
+mod node;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use stockade_runtime::hardener::{self, HardenContext, HardenError};
-use stockade_runtime::idrange::IdRange;
+use stockade_runtime::idrange::{IdRange, REUSE_POLICY};
 use stockade_runtime::pod::PodIdentity;
 use stockade_runtime::profile::Profile;
 use stockade_runtime::seccomp;
@@ -59,6 +62,18 @@ enum Command {
     },
     /// Serve Prometheus metrics about this node's Stockade containers (one per node).
     Monitor(monitor::MonitorArgs),
+    /// Look at this node itself.
+    Node {
+        #[command(subcommand)]
+        command: NodeCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum NodeCommand {
+    /// Report what on this node weakens containers (kernel, containerd, cgroups, ID pool,
+    /// profiles), each finding with why it matters and the fix. Exits 1 on a failure.
+    Check(node::CheckArgs),
 }
 
 #[derive(Subcommand)]
@@ -81,6 +96,9 @@ fn main() -> ExitCode {
             json,
         } => harden(&profile, &config, container_id, pod_userns, json),
         Command::Monitor(args) => monitor::run(args),
+        Command::Node {
+            command: NodeCommand::Check(args),
+        } => node::check(args),
     };
     match result {
         Ok(code) => code,
@@ -113,9 +131,13 @@ fn check_profile(file: &std::path::Path) -> Result<ExitCode> {
     let pods = profile.userns.size / profile.userns.ids_per_pod;
     println!("{}: profile {:?} is valid", file.display(), profile.name);
     println!("  capabilities: {}", allow.join(", "));
+    let seccomp_files: Vec<String> = std::iter::once(&profile.seccomp.file)
+        .chain(&profile.seccomp.narrowing)
+        .map(|f| f.display().to_string())
+        .collect();
     println!(
         "  seccomp:      {} ({} BPF instructions on this architecture, denials logged: {})",
-        profile.seccomp.file.display(),
+        seccomp_files.join(" narrowed by "),
         compiled.instruction_count(),
         profile.seccomp.log_denials
     );
@@ -125,7 +147,7 @@ fn check_profile(file: &std::path::Path) -> Result<ExitCode> {
         profile.paths.readonly.len()
     );
     println!(
-        "  user IDs:     {} pods of {} IDs from host ID {}",
+        "  user IDs:     {} pods of {} IDs from host ID {}; reuse: {REUSE_POLICY}",
         pods, profile.userns.ids_per_pod, profile.userns.first_id
     );
     let v = &profile.volumes;
@@ -137,6 +159,14 @@ fn check_profile(file: &std::path::Path) -> Result<ExitCode> {
         v.host_paths.len(),
         v.unlisted_host_paths,
         v.unidmappable
+    );
+    let devices = match profile.policy.allowed_devices.as_slice() {
+        [] => "none beyond the OCI defaults".to_string(),
+        list => list.join(", "),
+    };
+    println!(
+        "  rules:        host-devices: {devices}; run-as-root: {:?}",
+        profile.policy.run_as_root
     );
     println!(
         "  limits:       default cpu {:.2} / memory {} / pids {}; ceiling cpu {:.2} / memory {} / pids {}; above the ceiling: {:?}",
@@ -221,6 +251,12 @@ fn harden(
         }
         for note in &hardened.report.notes {
             eprintln!("  {:<13} {}", "note", note);
+        }
+        for finding in &hardened.report.findings {
+            eprintln!(
+                "  {:<13} rule `{}`: {}",
+                "finding", finding.rule, finding.reason
+            );
         }
     }
     Ok(ExitCode::SUCCESS)

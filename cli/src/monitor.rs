@@ -1,10 +1,10 @@
-//! `stockade monitor`: the node's Prometheus exporter (see `stockade_runtime::monitor`).
+//! `stockade monitor`: the node's Prometheus exporter (see the `stockade_monitor` crate).
 
 use anyhow::{Context, Result};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use stockade_runtime::monitor::{Monitor, MonitorConfig, SeccompSource, DEFAULT_LISTEN};
+use stockade_monitor::{Monitor, MonitorConfig, SeccompSource, DEFAULT_LISTEN};
 use stockade_runtime::profile::Profile;
 use stockade_runtime::state_dir::StateDir;
 
@@ -91,9 +91,8 @@ pub fn run(args: MonitorArgs) -> Result<ExitCode> {
     .context("starting the exporter")?;
     // One line on stdout, for scripts (and tests) that bind port 0.
     println!(
-        "stockade monitor: serving http://{}/metrics (seccomp records from {})",
-        monitor.local_addr(),
-        monitor.source()
+        "{}",
+        stockade_monitor::banner(monitor.local_addr(), monitor.source())
     );
     monitor.wait();
     Ok(ExitCode::SUCCESS)

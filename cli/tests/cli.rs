@@ -19,17 +19,12 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-/// A shipped profile with its seccomp path absolute and `kubelet.userns_ids` = `ids`.
+/// A shipped profile with its seccomp paths absolute and `kubelet.userns_ids` = `ids`.
 fn shipped_with_kubelet_ids(dir: &Path, name: &str, ids: &str) -> PathBuf {
     let text = std::fs::read_to_string(root().join("profiles").join(name)).unwrap();
+    let seccomp = format!("\"{}/", root().join("profiles/seccomp").display());
     let text = text
-        .replace(
-            "profile = \"seccomp/default.json\"",
-            &format!(
-                "profile = {:?}",
-                root().join("profiles/seccomp/default.json")
-            ),
-        )
+        .replace("\"seccomp/", &seccomp)
         .replace("userns_ids = \"subuid\"", &format!("userns_ids = {ids:?}"));
     let file = dir.join(name);
     std::fs::write(&file, text).unwrap();
@@ -39,7 +34,10 @@ fn shipped_with_kubelet_ids(dir: &Path, name: &str, ids: &str) -> PathBuf {
 #[test]
 fn shipped_profiles_check() {
     let dir = tempfile::tempdir().unwrap();
-    for p in ["default.toml", "strict.toml"] {
+    for (p, root_verdict, narrowed) in [
+        ("default.toml", "Audit", false),
+        ("strict.toml", "Deny", true),
+    ] {
         // With kubelet's range stated beside Stockade's pool.
         let file = shipped_with_kubelet_ids(dir.path(), p, "65536:7208960");
         let out = stockade(&["profile", "check", file.to_str().unwrap()]);
@@ -47,6 +45,28 @@ fn shipped_profiles_check() {
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(
             stdout.contains("is valid") && stdout.contains("65536..7274496"),
+            "{stdout}"
+        );
+        // The ID reuse policy and the new rules are visible to the operator.
+        assert!(
+            stdout.contains("reuse: rotation with quarantine"),
+            "{stdout}"
+        );
+        assert!(
+            stdout.contains("a released range is reused last"),
+            "{stdout}"
+        );
+        assert!(
+            stdout.contains("host-devices: none beyond the OCI defaults"),
+            "{stdout}"
+        );
+        assert!(
+            stdout.contains(&format!("run-as-root: {root_verdict}")),
+            "{stdout}"
+        );
+        assert_eq!(
+            stdout.contains("narrowed by") && stdout.contains("seccomp/strict.json"),
+            narrowed,
             "{stdout}"
         );
         // As shipped, on a node without a user `kubelet`: kubelet's default range (every ID

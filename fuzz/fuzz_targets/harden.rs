@@ -15,7 +15,7 @@ use std::sync::LazyLock;
 use stockade_runtime::hardener::{harden, HardenContext, HardenError, Hardened, Rule};
 use stockade_runtime::idrange::IdRange;
 use stockade_runtime::oci_spec::runtime::{LinuxNamespaceType, Spec};
-use stockade_runtime::profile::{Profile, Verdict};
+use stockade_runtime::profile::{Profile, RootPolicy, Verdict};
 
 /// [default, strict] x [as shipped, permissive].
 static PROFILES: LazyLock<[[Profile; 2]; 2]> = LazyLock::new(|| {
@@ -32,6 +32,7 @@ static PROFILES: LazyLock<[[Profile; 2]; 2]> = LazyLock::new(|| {
         policy.host_pid = Verdict::Allow;
         policy.host_ipc = Verdict::Allow;
         policy.extra_capabilities = Verdict::Allow;
+        policy.run_as_root = RootPolicy::Allow;
         [shipped, permissive]
     };
     [
@@ -75,6 +76,7 @@ fuzz_target!(|data: &[u8]| {
                     | Rule::HostPid
                     | Rule::HostIpc
                     | Rule::ExtraCapabilities
+                    | Rule::RunAsRoot
             ),
             "refused by a rule the profile allows: {r}"
         ),

@@ -41,6 +41,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "probe.h"
+
 #ifndef AF_VSOCK
 #define AF_VSOCK 40
 #endif
@@ -52,10 +54,7 @@
 #endif
 #define KEYCTL_JOIN_SESSION_KEYRING 1
 
-static void report(const char *name, const char *outcome, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void report(const char *name, const char *outcome, const char *fmt, ...) {
+void report(const char *name, const char *outcome, const char *fmt, ...) {
     char detail[512];
     va_list ap;
     va_start(ap, fmt);
@@ -69,7 +68,7 @@ static void report(const char *name, const char *outcome, const char *fmt, ...) 
 
 /* Report a syscall's result: fd/0 or more is ALLOWED, otherwise BLOCKED with errno
  * (or UNSUPPORTED for the errnos that mean "this kernel has no such thing"). */
-static void report_rc(const char *name, long rc, int err, int unsupported_errno) {
+void report_rc(const char *name, long rc, int err, int unsupported_errno) {
     if (rc >= 0) {
         report(name, "ALLOWED", "rc=%ld", rc);
     } else if (unsupported_errno && err == unsupported_errno) {
@@ -466,7 +465,8 @@ static int usage(void) {
     fprintf(stderr,
             "usage: probe userns|mount-tmpfs|release-agent|af-packet|af-vsock|af-alg|keyctl|bpf|"
             "perf|userfaultfd|io-uring|sysrq|kcore|setuid SUID|setuid-check|exe-watch SECS|"
-            "cwd CANARY|devnull|signal PID|forkbomb MAX|membomb MIB|cpuhog N SECS|all\n");
+            "cwd CANARY|devnull|signal PID|forkbomb MAX|membomb MIB|cpuhog N SECS|all|"
+            "name-to-handle|fileless-exec|seccomp-listener|device PATH|whoami|strict\n");
     return 2;
 }
 
@@ -496,12 +496,22 @@ int main(int argc, char **argv) {
     if (!strcmp(p, "forkbomb") && argc > 2) return probe_forkbomb(atoi(argv[2]));
     if (!strcmp(p, "membomb") && argc > 2) return probe_membomb(atoi(argv[2]));
     if (!strcmp(p, "cpuhog") && argc > 3) return probe_cpuhog(atoi(argv[2]), atoi(argv[3]));
-    if (!strcmp(p, "all")) {
+    if (!strcmp(p, "name-to-handle")) return probe_name_to_handle();
+    if (!strcmp(p, "fileless-exec")) return probe_fileless_exec(argv[0]);
+    if (!strcmp(p, "fileless-exec-ran")) return 42;
+    if (!strcmp(p, "seccomp-listener")) return probe_seccomp_listener();
+    if (!strcmp(p, "device") && argc > 2) return probe_device(argv[2]);
+    if (!strcmp(p, "whoami")) return probe_whoami();
+    if (!strcmp(p, "all") || !strcmp(p, "strict")) {
         /* The syscall-level probes in one container (one start instead of thirteen),
-         * each in its own child so one that succeeds (unshare) cannot affect the next. */
-        static const char *const all[] = {"userns", "mount-tmpfs", "release-agent", "af-packet",
-                                          "af-vsock", "af-alg", "keyctl", "bpf", "perf",
-                                          "userfaultfd", "io-uring", "sysrq", "kcore", NULL};
+         * each in its own child so one that succeeds (unshare) cannot affect the next.
+         * `strict`: the calls only the strict profile denies. */
+        static const char *const every[] = {"userns", "mount-tmpfs", "release-agent", "af-packet",
+                                            "af-vsock", "af-alg", "keyctl", "bpf", "perf",
+                                            "userfaultfd", "io-uring", "sysrq", "kcore", NULL};
+        static const char *const strict[] = {"name-to-handle", "fileless-exec",
+                                             "seccomp-listener", NULL};
+        const char *const *all = !strcmp(p, "all") ? every : strict;
         for (int i = 0; all[i]; i++) {
             fflush(stdout);
             pid_t c = fork();

@@ -89,6 +89,8 @@ pub struct ProcessCgroups {
     pub cpu: PathBuf,
     pub pids: PathBuf,
     pub freezer: PathBuf,
+    /// The v1 device controller (`devices.list`); None on cgroup v2 (eBPF programs).
+    pub devices: Option<PathBuf>,
 }
 
 /// Locate the cgroups of host process `pid`.
@@ -130,6 +132,7 @@ pub fn process_cgroups(pid: i32) -> Result<ProcessCgroups> {
             cpu: get("cpu")?,
             pids: get("pids")?,
             freezer: get("freezer")?,
+            devices: v1.get("devices").cloned(),
         });
     }
     match unified {
@@ -139,6 +142,7 @@ pub fn process_cgroups(pid: i32) -> Result<ProcessCgroups> {
             cpu: dir.clone(),
             pids: dir.clone(),
             freezer: dir,
+            devices: None,
         }),
         None => bail!("process {pid}: no memory cgroup found in /proc/{pid}/cgroup"),
     }

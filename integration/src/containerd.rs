@@ -81,6 +81,8 @@ pub struct Containerd {
     /// The Stockade shims' state directory (`STOCKADE_STATE_DIR` in containerd's
     /// environment; /run/stockade unless the instance was started with another).
     pub stockade_state: StateDir,
+    /// Appended to the generated config.
+    extra_config: String,
     child: Option<Child>,
     /// Network namespaces of CRI pods (under /run/netns), unmounted on Drop if left.
     netns: Arc<Mutex<Vec<PathBuf>>>,
@@ -100,8 +102,14 @@ impl Containerd {
     }
 
     /// [`Containerd::start`], with the Stockade shims keeping their state in `state_dir`
-    /// (an absolute path; None: the node's default).
+    /// (an absolute path; None: a directory of the instance's own).
     pub fn start_with_state_dir(state_dir: Option<&Path>) -> Result<Containerd> {
+        Containerd::start_with(state_dir, "")
+    }
+
+    /// [`Containerd::start_with_state_dir`], with `extra_config` appended to the config
+    /// (whole TOML tables, e.g. another CRI runtime handler for the benchmark).
+    pub fn start_with(state_dir: Option<&Path>, extra_config: &str) -> Result<Containerd> {
         for tool in ["containerd", "ctr", "runc", "ip"] {
             paths::require_tool(tool)?;
         }
@@ -117,10 +125,6 @@ impl Containerd {
             bail!("the integration tests need root (they start containerd)");
         }
         let shim_dir = paths::shim_dir()?;
-        let stockade_state = match state_dir {
-            Some(dir) => StateDir::new(dir)?,
-            None => StateDir::new(state_dir::DEFAULT_ROOT)?,
-        };
         let n = INSTANCES.fetch_add(1, Ordering::SeqCst);
         let pid = std::process::id();
         let name = format!("stockade-it-{pid}-{n}");
@@ -131,6 +135,12 @@ impl Containerd {
             .tempdir_in("/tmp")
             .context("creating the instance's temp dir")?
             .keep();
+        // The instance's own node state (ID ranges, records): tests never share the
+        // node's /run/stockade, nor with other checkouts' builds.
+        let stockade_state = match state_dir {
+            Some(dir) => StateDir::new(dir)?,
+            None => StateDir::new(dir.join("stockade"))?,
+        };
         let mut c = Containerd {
             root: dir.join("root"),
             state: dir.join("state"),
@@ -142,6 +152,7 @@ impl Containerd {
             bridge,
             shim_dir,
             stockade_state,
+            extra_config: extra_config.to_string(),
             child: None,
             netns: Arc::new(Mutex::new(Vec::new())),
         };
@@ -237,6 +248,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 
 [{cri}.containerd.runtimes.runc]
   runtime_type = "{runc}"
+  {passthrough}
 
 [{cri}.containerd.runtimes.runc.options]
   Root = {runc_root}
@@ -244,12 +256,14 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 
 [{cri}.containerd.runtimes.stockade]
   runtime_type = "{stockade}"
+  {passthrough}
 
 [{cri}.containerd.runtimes.stockade.options]
   ConfigPath = {default_profile}
 
 [{cri}.containerd.runtimes.stockade-strict]
   runtime_type = "{stockade}"
+  {passthrough}
 
 [{cri}.containerd.runtimes.stockade-strict.options]
   ConfigPath = {strict_profile}
@@ -271,8 +285,13 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             default_profile = toml_str(&profiles.join("default.toml")),
             strict_profile = toml_str(&profiles.join("strict.toml")),
             cni_bin = CNI_BIN_DIR,
+            // Every pod and container annotation reaches the spec (the worst case an
+            // operator can configure): the security suite checks that none of them
+            // changes a decision.
+            passthrough = "pod_annotations = [\"*\"]\n  container_annotations = [\"*\"]",
             cni_conf = toml_str(&self.dir.join("cni/net.d")),
         );
+        s.push_str(&self.extra_config);
         s
     }
 

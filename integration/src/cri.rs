@@ -198,6 +198,15 @@ impl Cri {
         }
     }
 
+    /// [`Cri::container_config`] whose process runs as `uid` (securityContext.runAsUser).
+    pub fn container_config_as(&self, name: &str, cmd: &[&str], uid: i64) -> ContainerConfig {
+        let mut cfg = self.container_config(name, cmd);
+        if let Some(sc) = cfg.linux.as_mut().and_then(|l| l.security_context.as_mut()) {
+            sc.run_as_user = Some(Int64Value { value: uid });
+        }
+        cfg
+    }
+
     /// RunPodSandbox with `runtime_handler`; returns the pod sandbox id.
     pub fn run_pod_sandbox(
         &self,

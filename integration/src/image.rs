@@ -1,11 +1,18 @@
 //! Test images built locally from the host's static busybox, written as an OCI image
-//! archive that `ctr images import` accepts (no registry is reachable here).
+//! archive that `ctr images import` accepts (no registry is reachable here). Configs,
+//! manifests, the index and the layout are oci-spec's image types.
 
 use anyhow::{bail, Context, Result};
-use serde_json::json;
-use sha2::{Digest, Sha256};
+use oci_spec::image::{
+    Arch, Config, ConfigBuilder, Descriptor, DescriptorBuilder, Digest, HistoryBuilder,
+    ImageConfigurationBuilder, ImageIndexBuilder, ImageManifestBuilder, MediaType,
+    OciLayoutBuilder, Os, PlatformBuilder, RootFsBuilder,
+};
+use sha2::{Digest as _, Sha256};
+use std::collections::HashMap;
 use std::path::Path;
 use std::process::Command;
+use std::str::FromStr;
 
 // The images exist only in the private containerd (nothing is ever pulled). They carry a
 // registry.k8s.io name because both Stockade profiles allow that registry; the same
@@ -19,10 +26,7 @@ pub const PAUSE_IMAGE: &str = "registry.k8s.io/stockade-test/pause:latest";
 pub const UNTRUSTED_BUSYBOX_IMAGE: &str = "localhost/stockade-test/busybox:latest";
 
 const BUSYBOX_HOST_PATH: &str = "/bin/busybox";
-const MEDIA_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-const MEDIA_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
-const MEDIA_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
-const MEDIA_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// Fixed mtime so the same busybox always gives the same digests.
 const MTIME: u64 = 1_700_000_000;
 
@@ -30,32 +34,40 @@ const MTIME: u64 = 1_700_000_000;
 /// for, hence the trap, and `wait` so the trap runs without waiting for the sleep.
 const PAUSE_SCRIPT: &str = "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done";
 
-/// A blob of the layout: its bytes and descriptor fields.
+/// A blob of the layout: its bytes and digest.
 struct Blob {
-    digest: String,
+    digest: Digest,
     bytes: Vec<u8>,
 }
 
 impl Blob {
-    fn new(bytes: Vec<u8>) -> Self {
-        let digest = format!("sha256:{:x}", Sha256::digest(&bytes));
-        Blob { digest, bytes }
+    fn new(bytes: Vec<u8>) -> Result<Self> {
+        let digest = Digest::from_str(&format!("sha256:{:x}", Sha256::digest(&bytes)))
+            .context("a sha256 digest")?;
+        Ok(Blob { digest, bytes })
     }
-    fn descriptor(&self, media_type: &str) -> serde_json::Value {
-        json!({"mediaType": media_type, "digest": self.digest, "size": self.bytes.len()})
+
+    fn json(value: &impl serde::Serialize) -> Result<Self> {
+        Blob::new(serde_json::to_vec(value).context("serializing an image document")?)
     }
+
+    fn descriptor(&self, media_type: MediaType) -> Result<Descriptor> {
+        DescriptorBuilder::default()
+            .media_type(media_type)
+            .digest(self.digest.clone())
+            .size(self.bytes.len() as u64)
+            .build()
+            .context("an OCI descriptor")
+    }
+
     fn path(&self) -> String {
-        format!("blobs/sha256/{}", self.digest.trim_start_matches("sha256:"))
+        format!("blobs/{}/{}", self.digest.algorithm(), self.digest.digest())
     }
 }
 
-/// The OCI architecture name of this machine.
-fn oci_arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        other => other,
-    }
+/// The OCI architecture of this machine (oci-spec's default is the build target's).
+fn oci_arch() -> Arch {
+    Arch::default()
 }
 
 /// True when the ELF file has no program interpreter (i.e. runs without a libc on disk).
@@ -207,30 +219,52 @@ fn build_layer() -> Result<Vec<u8>> {
     l.finish()
 }
 
-fn image_config(layer_diff_id: &str, process: &serde_json::Value) -> Blob {
-    let mut config = json!({
-        "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
-        "WorkingDir": "/",
-    });
-    if let (Some(c), Some(p)) = (config.as_object_mut(), process.as_object()) {
-        c.extend(p.clone());
+/// An image's config: `process` with PATH and `/` as working directory where it sets none.
+fn image_config(layer_diff_id: &Digest, mut process: Config) -> Result<Blob> {
+    if process.env().is_none() {
+        process.set_env(Some(vec![DEFAULT_PATH.to_string()]));
     }
-    let doc = json!({
-        "architecture": oci_arch(),
-        "os": "linux",
-        "config": config,
-        "rootfs": {"type": "layers", "diff_ids": [layer_diff_id]},
-        "history": [{"created_by": "stockade-integration image builder"}],
-    });
-    Blob::new(doc.to_string().into_bytes())
+    if process.working_dir().is_none() {
+        process.set_working_dir(Some("/".into()));
+    }
+    let config = ImageConfigurationBuilder::default()
+        .architecture(oci_arch())
+        .os(Os::Linux)
+        .config(process)
+        .rootfs(
+            RootFsBuilder::default()
+                .typ("layers")
+                .diff_ids(vec![layer_diff_id.to_string()])
+                .build()?,
+        )
+        .history(vec![HistoryBuilder::default()
+            .created_by("stockade-integration image builder")
+            .build()?])
+        .build()
+        .context("an image configuration")?;
+    Blob::json(&config)
 }
 
-/// One image of an OCI archive: its name, its single layer (a tar), and process settings
-/// merged into its config (`Cmd`, `Entrypoint`, `Labels`, ...).
+/// One image of an OCI archive: its name, its single layer (a tar), and the process
+/// settings of its config (`Cmd`, `Entrypoint`, `Labels`, ...).
 pub struct OciImage<'a> {
     pub name: &'a str,
     pub layer: &'a [u8],
-    pub process: serde_json::Value,
+    pub process: Config,
+}
+
+/// Process settings: `cmd` and `labels`.
+pub fn process(cmd: &[&str], labels: &[(&str, &str)]) -> Config {
+    let mut config = Config::default();
+    config.set_cmd(Some(cmd.iter().map(|s| s.to_string()).collect()));
+    if !labels.is_empty() {
+        let labels: HashMap<String, String> = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        config.set_labels(Some(labels));
+    }
+    config
 }
 
 /// Write an OCI image archive (for `ctr images import`) holding `images`; identical
@@ -239,30 +273,50 @@ pub fn write_oci_archive(out: &Path, images: &[OciImage<'_>]) -> Result<()> {
     let mut blobs = Vec::new();
     let mut manifests = Vec::new();
     for image in images {
-        let layer = Blob::new(image.layer.to_vec());
-        let config = image_config(&layer.digest, &image.process);
-        let manifest = json!({
-            "schemaVersion": 2,
-            "mediaType": MEDIA_MANIFEST,
-            "config": config.descriptor(MEDIA_CONFIG),
-            "layers": [layer.descriptor(MEDIA_LAYER)],
-        });
-        let manifest = Blob::new(manifest.to_string().into_bytes());
+        let layer = Blob::new(image.layer.to_vec())?;
+        let config = image_config(&layer.digest, image.process.clone())?;
+        let manifest = ImageManifestBuilder::default()
+            .schema_version(2u32)
+            .media_type(MediaType::ImageManifest)
+            .config(config.descriptor(MediaType::ImageConfig)?)
+            .layers(vec![layer.descriptor(MediaType::ImageLayer)?])
+            .build()
+            .context("an image manifest")?;
+        let manifest = Blob::json(&manifest)?;
         let tag = image
             .name
             .rsplit_once(':')
             .map(|(_, t)| t)
             .unwrap_or("latest");
-        let mut desc = manifest.descriptor(MEDIA_MANIFEST);
-        desc["annotations"] = json!({
-            "io.containerd.image.name": image.name,
-            "org.opencontainers.image.ref.name": tag,
-        });
-        desc["platform"] = json!({"architecture": oci_arch(), "os": "linux"});
+        let mut desc = manifest.descriptor(MediaType::ImageManifest)?;
+        desc.set_annotations(Some(HashMap::from([
+            (
+                "io.containerd.image.name".to_string(),
+                image.name.to_string(),
+            ),
+            (
+                "org.opencontainers.image.ref.name".to_string(),
+                tag.to_string(),
+            ),
+        ])));
+        desc.set_platform(Some(
+            PlatformBuilder::default()
+                .architecture(oci_arch())
+                .os(Os::Linux)
+                .build()?,
+        ));
         manifests.push(desc);
         blobs.extend([layer, config, manifest]);
     }
-    let index = json!({"schemaVersion": 2, "mediaType": MEDIA_INDEX, "manifests": manifests});
+    let index = ImageIndexBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::ImageIndex)
+        .manifests(manifests)
+        .build()
+        .context("an image index")?;
+    let layout = OciLayoutBuilder::default()
+        .image_layout_version("1.0.0")
+        .build()?;
 
     let file = std::fs::File::create(out).with_context(|| format!("creating {}", out.display()))?;
     let mut archive = tar::Builder::new(std::io::BufWriter::new(file));
@@ -272,11 +326,11 @@ pub fn write_oci_archive(out: &Path, images: &[OciImage<'_>]) -> Result<()> {
             .append_data(&mut h, path, bytes)
             .with_context(|| format!("writing {path} to {}", out.display()))
     };
-    add("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
-    add("index.json", index.to_string().as_bytes())?;
+    add("oci-layout", &serde_json::to_vec(&layout)?)?;
+    add("index.json", &serde_json::to_vec(&index)?)?;
     let mut seen = std::collections::BTreeSet::new();
     for blob in &blobs {
-        if seen.insert(blob.digest.clone()) {
+        if seen.insert(blob.digest.to_string()) {
             add(&blob.path(), &blob.bytes)?;
         }
     }
@@ -286,6 +340,14 @@ pub fn write_oci_archive(out: &Path, images: &[OciImage<'_>]) -> Result<()> {
         .into_inner()
         .map_err(|e| anyhow::anyhow!("flushing {}: {}", out.display(), e.error()))?;
     Ok(())
+}
+
+fn pause_process() -> Result<Config> {
+    ConfigBuilder::default()
+        .entrypoint(vec!["/bin/sh".into(), "-c".into(), PAUSE_SCRIPT.into()])
+        .stop_signal("SIGTERM")
+        .build()
+        .context("the pause image's config")
 }
 
 /// Write an OCI image archive holding [`BUSYBOX_IMAGE`] and [`PAUSE_IMAGE`] to `out`.
@@ -299,18 +361,15 @@ pub fn write_test_images_archive(out: &Path) -> Result<()> {
     write_oci_archive(
         out,
         &[
-            image(BUSYBOX_IMAGE, json!({"Cmd": ["sh"]})),
+            image(BUSYBOX_IMAGE, process(&["sh"], &[])),
             // A distinct image (its own config, so its own ID): containerd 1.6 annotates a
             // container with the first of its image's names, so the untrusted name must not
             // share an image with a trusted one.
             image(
                 UNTRUSTED_BUSYBOX_IMAGE,
-                json!({"Cmd": ["sh"], "Labels": {"org.stockade.test": "untrusted-registry"}}),
+                process(&["sh"], &[("org.stockade.test", "untrusted-registry")]),
             ),
-            image(
-                PAUSE_IMAGE,
-                json!({"Entrypoint": ["/bin/sh", "-c", PAUSE_SCRIPT], "StopSignal": "SIGTERM"}),
-            ),
+            image(PAUSE_IMAGE, pause_process()?),
         ],
     )
 }
@@ -323,6 +382,70 @@ mod tests {
     fn host_busybox_is_static() {
         let bytes = std::fs::read(BUSYBOX_HOST_PATH).unwrap();
         assert!(is_static_elf(&bytes));
+    }
+
+    /// The archive read back with oci-spec: every descriptor names a blob of that digest
+    /// and size, and the configs carry what was asked.
+    #[test]
+    fn archive_reads_back_as_an_oci_layout() {
+        use oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest};
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("images.tar");
+        let layer = Layer::with_busybox(b"not really busybox", Some(&["sh"]))
+            .unwrap()
+            .finish()
+            .unwrap();
+        let images = [
+            OciImage {
+                name: "registry.k8s.io/t/a:v1",
+                layer: &layer,
+                process: process(&["sh"], &[("k", "v")]),
+            },
+            OciImage {
+                name: "registry.k8s.io/t/b:latest",
+                layer: &layer,
+                process: pause_process().unwrap(),
+            },
+        ];
+        write_oci_archive(&out, &images).unwrap();
+        let mut files = std::collections::BTreeMap::new();
+        let mut archive = tar::Archive::new(std::fs::File::open(&out).unwrap());
+        for entry in archive.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            let path = entry.path().unwrap().display().to_string();
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut entry, &mut bytes).unwrap();
+            files.insert(path, bytes);
+        }
+        let blob = |d: &Descriptor| {
+            let bytes = &files[&format!("blobs/sha256/{}", d.digest().digest())];
+            assert_eq!(bytes.len() as u64, d.size());
+            assert_eq!(format!("{:x}", Sha256::digest(bytes)), d.digest().digest());
+            bytes.clone()
+        };
+        assert!(String::from_utf8_lossy(&files["oci-layout"]).contains("1.0.0"));
+        // One layer blob shared by both images.
+        assert_eq!(files.keys().filter(|k| k.starts_with("blobs/")).count(), 5);
+        let index = ImageIndex::from_reader(&files["index.json"][..]).unwrap();
+        assert_eq!(index.manifests().len(), 2);
+        let mut cmds = Vec::new();
+        for desc in index.manifests() {
+            let names = desc.annotations().as_ref().unwrap();
+            assert!(names["io.containerd.image.name"]
+                .ends_with(&names["org.opencontainers.image.ref.name"]));
+            let manifest = ImageManifest::from_reader(&blob(desc)[..]).unwrap();
+            assert_eq!(blob(&manifest.layers()[0]), layer);
+            let config = ImageConfiguration::from_reader(&blob(manifest.config())[..]).unwrap();
+            assert_eq!(
+                config.rootfs().diff_ids()[0],
+                manifest.layers()[0].digest().to_string()
+            );
+            let process = config.config().as_ref().unwrap();
+            assert_eq!(process.working_dir().as_deref(), Some("/"));
+            cmds.push((process.cmd().clone(), process.entrypoint().clone()));
+        }
+        assert_eq!(cmds[0].0, Some(vec!["sh".to_string()]));
+        assert_eq!(cmds[1].1.as_ref().unwrap()[0], "/bin/sh");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Harness for tests against a private containerd: starting and tearing it down
 //! ([`containerd`]), a CRI client ([`cri`]), locally built test images ([`image`]), and
-//! checks of what a container really got ([`hardening`], [`cgroups`]).
+//! checks of what a container really got ([`hardening`], [`cgroups`]), a private Prometheus
+//! ([`prometheus`]).
 
 pub mod cgroups;
 pub mod containerd;
@@ -11,6 +12,7 @@ pub mod image;
 pub mod kubelet_layout;
 pub mod paths;
 pub mod probes;
+pub mod prometheus;
 pub mod runtimes;
 pub mod teardown;
 

@@ -109,10 +109,12 @@ fn test_profiles_dir() -> PathBuf {
 fn test_profiles(shipped: &Path) -> Result<PathBuf> {
     let dir = test_profiles_dir();
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let seccomp = shipped.join("seccomp/default.json");
+    let seccomp = shipped.join("seccomp");
     let seccomp = seccomp
         .canonicalize()
         .with_context(|| format!("resolving {}", seccomp.display()))?;
+    // Every relative "seccomp/..." path (profile, narrow) points at the shipped files.
+    let shipped_seccomp = format!("\"{}/", seccomp.display());
     for name in ["default.toml", "strict.toml"] {
         let text = std::fs::read_to_string(shipped.join(name))
             .with_context(|| format!("reading {}", shipped.join(name).display()))?;
@@ -121,8 +123,6 @@ fn test_profiles(shipped: &Path) -> Result<PathBuf> {
             .map(|line| {
                 if line.starts_with("log = ") {
                     format!("log = {:?}", test_audit_log())
-                } else if line.starts_with("profile = ") {
-                    format!("profile = {seccomp:?}")
                 } else if line.starts_with("userns_ids = ") {
                     format!(
                         "userns_ids = \"{}:{}\"",
@@ -136,7 +136,7 @@ fn test_profiles(shipped: &Path) -> Result<PathBuf> {
                         test_volumes_dir()
                     )
                 } else {
-                    line.to_string()
+                    line.replace("\"seccomp/", &shipped_seccomp)
                 }
             })
             .collect::<Vec<_>>()

@@ -4,11 +4,10 @@
 //! that stopped each attempt).
 
 use crate::containerd::{Containerd, CRI_NAMESPACE};
-use crate::image::{write_oci_archive, Layer, OciImage};
+use crate::image::{process, write_oci_archive, Layer, OciImage};
 use crate::paths;
 use crate::runtimes::TestRuntime;
 use anyhow::{bail, Context, Result};
-use serde_json::json;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -18,6 +17,11 @@ use std::process::{Command, Output};
 pub const PROBE_IMAGE: &str = "registry.k8s.io/stockade-test/probe:latest";
 /// The same content from a registry no profile allows.
 pub const EVIL_IMAGE: &str = "evil.example.com/busybox:latest";
+/// The probe image whose config runs it as an application user (`USER 1000:1000`):
+/// what the strict profile (`run-as-root`) accepts, through ctr too.
+pub const PROBE_USER_IMAGE: &str = "registry.k8s.io/stockade-test/probe-user:latest";
+/// The application user of [`PROBE_USER_IMAGE`].
+pub const PROBE_UID: u32 = 1000;
 
 /// What one probe attempt printed: `PROBE <name> <outcome> <detail>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,25 +85,34 @@ pub fn parse_probe_lines(stdout: &str) -> Vec<ProbeLine> {
         .collect()
 }
 
-/// The probe's source, in this crate.
-pub fn probe_source() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("probe/probe.c")
+/// The probe's sources, in this crate.
+pub fn probe_sources() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("probe");
+    ["probe.c", "probe_rules.c"]
+        .iter()
+        .map(|f| dir.join(f))
+        .collect()
 }
 
 /// Compile the probe statically into `dir`; returns the binary's path.
 pub fn build_probe(dir: &Path) -> Result<PathBuf> {
     paths::require_tool("gcc")?;
     let out = dir.join("stockade-probe");
+    let sources = probe_sources();
     let result = Command::new("gcc")
         .args(["-static", "-O2", "-Wall", "-o"])
         .arg(&out)
-        .arg(probe_source())
+        .args(&sources)
         .output()
         .context("running gcc")?;
     if !result.status.success() {
         bail!(
             "gcc -static {} failed (apt-get install gcc libc6-dev): {}",
-            probe_source().display(),
+            sources
+                .iter()
+                .map(|s| s.display().to_string())
+                .collect::<Vec<_>>()
+                .join(" "),
             String::from_utf8_lossy(&result.stderr)
         );
     }
@@ -127,16 +140,25 @@ fn probe_layer(probe: &[u8], devnull_target: &Path) -> Result<Vec<u8>> {
 pub fn write_probe_images(out: &Path, probe: &Path, devnull_target: &Path) -> Result<()> {
     let probe = std::fs::read(probe).with_context(|| format!("reading {}", probe.display()))?;
     let layer = probe_layer(&probe, devnull_target)?;
-    let image = |name, label| OciImage {
-        name,
-        layer: &layer,
-        process: json!({"Cmd": ["sh"], "Labels": {"org.stockade.test": label}}),
+    let image = |name, label, user: Option<String>| {
+        let mut config = process(&["sh"], &[("org.stockade.test", label)]);
+        config.set_user(user);
+        OciImage {
+            name,
+            layer: &layer,
+            process: config,
+        }
     };
     write_oci_archive(
         out,
         &[
-            image(PROBE_IMAGE, "probe"),
-            image(EVIL_IMAGE, "untrusted-registry"),
+            image(PROBE_IMAGE, "probe", None),
+            image(EVIL_IMAGE, "untrusted-registry", None),
+            image(
+                PROBE_USER_IMAGE,
+                "probe-user",
+                Some(format!("{PROBE_UID}:{PROBE_UID}")),
+            ),
         ],
     )
 }
@@ -166,10 +188,21 @@ pub fn install_probe_images(c: &Containerd) -> Result<PathBuf> {
 
 /// `ctr run` arguments for the probe image under `rt`: `run [flags] <rt> IMAGE id cmd..`.
 pub fn ctr_run_args(rt: &TestRuntime, flags: &[&str], id: &str, cmd: &[&str]) -> Vec<String> {
+    ctr_run_image_args(rt, PROBE_IMAGE, flags, id, cmd)
+}
+
+/// [`ctr_run_args`] for another image (e.g. [`PROBE_USER_IMAGE`]).
+pub fn ctr_run_image_args(
+    rt: &TestRuntime,
+    image: &str,
+    flags: &[&str],
+    id: &str,
+    cmd: &[&str],
+) -> Vec<String> {
     let mut args: Vec<String> = vec!["run".into()];
     args.extend(flags.iter().map(|s| s.to_string()));
     args.extend(rt.ctr_run_args());
-    args.push(PROBE_IMAGE.into());
+    args.push(image.into());
     args.push(id.into());
     args.extend(cmd.iter().map(|s| s.to_string()));
     args

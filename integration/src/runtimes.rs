@@ -7,6 +7,7 @@ use crate::containerd::{
 use crate::paths;
 use anyhow::Result;
 use std::path::PathBuf;
+use stockade_runtime::profile::{Profile, RootPolicy};
 
 #[derive(Debug, Clone)]
 pub struct TestRuntime {
@@ -51,6 +52,14 @@ impl TestRuntime {
 
     pub fn hardened(&self) -> bool {
         self.profile.is_some()
+    }
+
+    /// Whether the profile refuses app containers running as root (`run-as-root`), so a
+    /// test's app container needs a non-root user.
+    pub fn refuses_root(&self) -> bool {
+        self.profile.as_ref().is_some_and(|p| {
+            Profile::load(p).is_ok_and(|p| p.policy.run_as_root == RootPolicy::Deny)
+        })
     }
 
     /// The `ctr run` flags selecting this runtime (and its profile).

@@ -428,6 +428,8 @@ fn absurd_specs_are_refused_with_a_named_error() {
             "memory-2-62-strict",
             "strict.toml",
             Box::new(|s: &mut Value| {
+                // An application user: strict refuses root first (`run-as-root`).
+                s["process"]["user"] = json!({"uid": 1000, "gid": 1000});
                 s["linux"]["resources"]["memory"] = json!({"limit": 1u64 << 62})
             }),
             vec!["rule `memory-ceiling`", "4611686018427387904"],
@@ -441,7 +443,7 @@ fn absurd_specs_are_refused_with_a_named_error() {
                     "io.kubernetes.cri.sandbox-id": "no-such-pod",
                 })
             }),
-            vec!["the sandbox \"no-such-pod\"", "not managed by this shim"],
+            vec!["sandbox \"no-such-pod\"", "rule `unknown-sandbox`"],
         ),
         (
             "sandbox-id-10kB-with-control-characters",

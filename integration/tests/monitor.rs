@@ -1,5 +1,6 @@
 //! `stockade monitor` watching real Stockade containers: a container's denied syscalls
-//! and a refused container show up in the exporter's counters.
+//! and a refused container show up in the exporter's counters, and from there, through a
+//! real Prometheus scraping it, in PromQL queries and the shipped alert rules.
 
 mod common;
 
@@ -7,24 +8,29 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use stockade_integration::paths;
+use stockade_integration::prometheus::{self, Prometheus};
 use stockade_integration::runtimes::TestRuntime;
+use stockade_integration::Containerd;
 
 /// The exporter, a child of this test: ended by PID when dropped.
 struct Monitor {
     child: Child,
-    addr: String,
+    addr: std::net::SocketAddr,
     /// Its debug log (every denial and how it was attributed), shown when a check fails.
     log: tempfile::NamedTempFile,
 }
 
 impl Monitor {
-    fn start() -> Monitor {
+    /// An exporter reading the node state of the shims of `c`.
+    fn start(c: &Containerd) -> Monitor {
         let bin = paths::shim_dir().expect("built binaries").join("stockade");
         let log = tempfile::NamedTempFile::new().unwrap();
         let mut child = Command::new(&bin)
             .args(["monitor", "--listen", "127.0.0.1:0", "--profile"])
             .arg(paths::profiles_dir().join("default.toml"))
-            .env("RUST_LOG", "stockade_runtime::monitor=debug")
+            .arg("--state-dir")
+            .arg(c.stockade_state.root())
+            .env("RUST_LOG", "stockade_monitor=debug")
             .env("NO_COLOR", "1")
             .stdout(Stdio::piped())
             .stderr(log.reopen().unwrap())
@@ -34,12 +40,8 @@ impl Monitor {
         BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut line)
             .unwrap();
-        let addr = line
-            .split("http://")
-            .nth(1)
-            .and_then(|rest| rest.split('/').next())
-            .unwrap_or_else(|| panic!("no address in {line:?}"))
-            .to_string();
+        let addr = stockade_monitor::banner_addr(&line)
+            .unwrap_or_else(|| panic!("no address in {line:?}"));
         Monitor { child, addr, log }
     }
 
@@ -56,12 +58,9 @@ impl Monitor {
     }
 
     fn scrape(&self) -> String {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(&self.addr).unwrap();
-        write!(s, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
-        let mut body = String::new();
-        s.read_to_string(&mut body).unwrap();
-        body
+        stockade_monitor::http::get(self.addr, "/metrics")
+            .unwrap()
+            .1
     }
 
     /// Sum of the samples whose series line contains every one of `parts`.
@@ -96,9 +95,17 @@ impl Drop for Monitor {
 fn denied_syscalls_and_refusals_reach_the_exporter() {
     let c = common::start();
     let rt = TestRuntime::stockade().expect("profiles/default.toml");
-    let monitor = Monitor::start();
+    let monitor = Monitor::start(&c);
+    let prom = Prometheus::start(&[monitor.addr], &[prometheus::alert_rules()])
+        .expect("a private Prometheus (Debian package prometheus; `make test` installs it)");
     let id = format!("mon-{}", std::process::id());
     let privileged_before = monitor.sum("stockade_policy_refusals_total", &["rule=\"privileged\""]);
+    // Prometheus has the counter before the refusal, so the alert sees it increase.
+    let refusals = "stockade_policy_refusals_total{job=\"stockade\",rule=\"privileged\"}";
+    let scraped_before = prom
+        .wait_for_sum(refusals, privileged_before, PROMETHEUS_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}\n{}", prom.log()));
+    assert_eq!(scraped_before, privileged_before);
 
     // sethostname is denied (EPERM) by the default filter. `hostname` exits at once, so by
     // the time its record is read the pid is gone: the record's UID, from the pod's host
@@ -146,4 +153,41 @@ fn denied_syscalls_and_refusals_reach_the_exporter() {
     );
     assert!(privileged > privileged_before, "{}", monitor.diagnosis());
     println!("{}", monitor.scrape());
+
+    // The same two facts back through Prometheus' HTTP API.
+    let denials = format!(
+        "stockade_seccomp_denials_total{{job=\"stockade\",pod=\"{id}\",container=\"{id}\",syscall=\"sethostname\",action=\"errno\"}}"
+    );
+    let queried = prom
+        .wait_for_sum(&denials, 1.0, PROMETHEUS_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}\n{}", prom.log()));
+    assert!(
+        queried <= denied,
+        "Prometheus has {queried}, the exporter {denied}"
+    );
+    prom.wait_for_sum(refusals, privileged, PROMETHEUS_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}\n{}", prom.log()));
+    // Every shipped rule loaded and evaluates; the refusal fires StockadePolicyRefusals.
+    let groups = prom.api("rules", &[]).unwrap();
+    let rules: Vec<&serde_json::Value> = groups["groups"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|g| g["rules"].as_array().into_iter().flatten())
+        .collect();
+    assert!(rules.len() >= 7, "{groups}");
+    for rule in &rules {
+        assert_eq!(rule["health"], "ok", "{rule}");
+    }
+    let firing = prom
+        .wait_for_sum(
+            "ALERTS{alertname=\"StockadePolicyRefusals\",alertstate=\"firing\",rule=\"privileged\"}",
+            1.0,
+            PROMETHEUS_TIMEOUT,
+        )
+        .unwrap_or_else(|e| panic!("{e}\n{}", prom.log()));
+    assert_eq!(firing, 1.0);
 }
+
+/// Prometheus scrapes and evaluates every second; this only guards against hanging.
+const PROMETHEUS_TIMEOUT: Duration = Duration::from_secs(60);

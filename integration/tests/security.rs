@@ -19,6 +19,9 @@ use stockade_integration::{Containerd, Cri};
 use stockade_runtime::profile::Profile;
 use stockade_runtime::seccomp;
 
+#[path = "security/rules.rs"]
+mod rules;
+
 /// What a probe gave under one runtime.
 #[derive(Debug, Clone)]
 struct Res {
@@ -52,12 +55,17 @@ type Results = BTreeMap<String, Res>;
 
 /// A probe of the table: its name, whether runc's default container must let it through
 /// (else the table says why runc stops it too), the guards that stop it under Stockade,
-/// and the syscall the seccomp guard is checked against.
+/// the syscall the seccomp guard is checked against, whether Stockade runs it with the
+/// strict profile, and the policy rule its refusal must name.
 struct Spec {
     name: &'static str,
     runc_allows: bool,
     guard: &'static str,
     syscall: Option<(i64, [u64; 6])>,
+    strict: bool,
+    rule: Option<&'static str>,
+    /// Why runc stops it too, when not by its defaults.
+    runc_note: Option<&'static str>,
 }
 
 fn specs() -> Vec<Spec> {
@@ -66,6 +74,9 @@ fn specs() -> Vec<Spec> {
         runc_allows,
         guard,
         syscall,
+        strict: false,
+        rule: None,
+        runc_note: None,
     };
     let nr = |n: libc::c_long| -> i64 { n };
     vec![
@@ -198,6 +209,9 @@ fn specs() -> Vec<Spec> {
             None,
         ),
     ]
+    .into_iter()
+    .chain(rules::specs())
+    .collect()
 }
 
 fn lines_into(results: &mut Results, out: &Output, expected: &[&str], what: &str) {
@@ -745,11 +759,16 @@ fn remove_pod(cri: &Cri, pod: &str) {
     let _ = cri.remove_pod_sandbox(pod);
 }
 
-/// The seccomp verdict of the default profile for a probe's syscall, e.g. "ERRNO(1)".
-fn seccomp_verdict(syscall: Option<(i64, [u64; 6])>) -> Option<String> {
+/// The seccomp verdict of the default (or strict) profile for a probe's syscall, e.g.
+/// "ERRNO(1)".
+fn seccomp_verdict(syscall: Option<(i64, [u64; 6])>, strict: bool) -> Option<String> {
     let (nr, args) = syscall?;
-    let profile =
-        Profile::load(&stockade_integration::paths::profile("default.toml").ok()?).ok()?;
+    let file = if strict {
+        "strict.toml"
+    } else {
+        "default.toml"
+    };
+    let profile = Profile::load(&stockade_integration::paths::profile(file).ok()?).ok()?;
     let filter = seccomp::compile(&profile.seccomp.profile).ok()?;
     let ret = filter.evaluate(nr, args).ok()?;
     Some(seccomp::describe_action(ret))
@@ -763,7 +782,7 @@ fn build_rows(runc: &Results, stk: &Results) -> Vec<Row> {
             let rr = runc.get(s.name).cloned().unwrap_or_else(missing);
             let sr = stk.get(s.name).cloned().unwrap_or_else(missing);
             let mut guard = s.guard.to_string();
-            if let Some(v) = seccomp_verdict(s.syscall) {
+            if let Some(v) = seccomp_verdict(s.syscall, s.strict) {
                 if guard.contains("seccomp") {
                     guard = guard.replacen("seccomp", &format!("seccomp [{v}]"), 1);
                 } else if v != "ALLOW" {
@@ -778,6 +797,8 @@ fn build_rows(runc: &Results, stk: &Results) -> Vec<Row> {
                 "the kernel lacks it (runc gets the same answer)".into()
             } else if s.runc_allows {
                 "EXPECTED runc to allow it".into()
+            } else if let Some(note) = s.runc_note {
+                note.into()
             } else {
                 "runc's default blocks it too".into()
             };
@@ -798,6 +819,7 @@ fn build_rows(runc: &Results, stk: &Results) -> Vec<Row> {
 fn security_probes() {
     let c = Containerd::start().expect("starting a private containerd");
     let canary = install_probe_images(&c).expect("building the probe image");
+    let audit = rules::Audit::start();
     let mut results = Vec::new();
     for rt in [
         TestRuntime::runc(),
@@ -806,6 +828,7 @@ fn security_probes() {
         let mut r = Results::new();
         ctr_probes(&c, &rt, &canary, &mut r);
         cri_probes(&c, &rt, &mut r);
+        rules::probes(&c, &rt, &audit, &mut r);
         results.push(r);
     }
     let rows = build_rows(&results[0], &results[1]);
@@ -834,7 +857,17 @@ fn security_probes() {
         if row.runc.starts_with("ERROR") {
             failures.push(format!("{}: runc run failed: {}", row.probe, row.runc));
         }
+        if let Some(rule) = spec.rule {
+            if !row.stockade.contains(&format!("`{rule}`")) {
+                failures.push(format!(
+                    "{}: not refused by rule `{rule}`: {}",
+                    row.probe, row.stockade
+                ));
+            }
+        }
     }
+    // The default profile runs the probe's root containers and records each.
+    failures.extend(audit.missing_root_finding("stk-sys"));
     let mem = &results[1]
         .get("memory-bomb")
         .map(|r| r.text.clone())
@@ -868,7 +901,8 @@ fn security_probes() {
 fn seccomp_guard_claims_hold() {
     for s in specs() {
         if s.guard.starts_with("seccomp") {
-            let v = seccomp_verdict(s.syscall).unwrap_or_else(|| panic!("{}: no verdict", s.name));
+            let v = seccomp_verdict(s.syscall, s.strict)
+                .unwrap_or_else(|| panic!("{}: no verdict", s.name));
             assert_ne!(v, "ALLOW", "{}: the table claims seccomp stops it", s.name);
         }
     }

@@ -243,6 +243,10 @@ fn secrets_in_the_environment_are_audited_by_name_and_refused_in_strict() {
     let pod = cri.run_pod_sandbox(&pod_cfg, HANDLER_STOCKADE).unwrap();
     let mut cfg = cri.container_config("app", &["sleep", "600"]);
     env(&mut cfg);
+    // An application user: strict refuses root (rule run-as-root) before looking further.
+    if let Some(sc) = cfg.linux.as_mut().and_then(|l| l.security_context.as_mut()) {
+        sc.run_as_user = Some(k8s_cri::v1::Int64Value { value: 1000 });
+    }
     let id = cri.run_container(&pod, &cfg, &pod_cfg).unwrap();
     let audit = std::fs::read_to_string(paths::test_audit_log()).unwrap();
     let line: serde_json::Value = audit
@@ -250,13 +254,21 @@ fn secrets_in_the_environment_are_audited_by_name_and_refused_in_strict() {
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .find(|v| v["container_id"] == id.as_str() && v["event"] == "hardened")
         .expect("the container's audit line");
-    let found: Vec<(&str, &str)> = line["secrets_in_env"]
+    let findings: Vec<(&str, &str)> = line["findings"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|f| (f["name"].as_str().unwrap(), f["reason"].as_str().unwrap()))
+        .map(|f| (f["rule"].as_str().unwrap(), f["reason"].as_str().unwrap()))
+        .filter(|(rule, _)| *rule == "secret-in-env")
         .collect();
-    assert_eq!(found, [("DB_PASSWORD", "name"), ("TLS", "pem-private-key")]);
+    assert_eq!(findings.len(), 1, "{line}");
+    let reason = findings[0].1;
+    assert!(
+        reason.contains("DB_PASSWORD (its name)")
+            && reason.contains("TLS (a PEM private key)")
+            && !reason.contains("LOG_LEVEL"),
+        "{reason}"
+    );
     assert!(
         !audit.contains(&value) && !audit.contains("MHcCAQEEIG9k"),
         "a value reached the audit log"

@@ -13,7 +13,7 @@
 //! concurrent shims (one per pod) never interleave. The file is reopened for every line, so
 //! a log rotated away (rename + create) is followed without a signal.
 
-use crate::hardener::{Change, HardenError, Refusal, Report, SecretEnvFinding};
+use crate::hardener::{Change, Finding, HardenError, Refusal, Report};
 use crate::pod::PodIdentity;
 use crate::profile::Profile;
 use serde::{Deserialize, Serialize};
@@ -118,9 +118,14 @@ pub struct AuditEvent {
     pub reason: Option<String>,
     pub changes: Vec<Change>,
     pub notes: Vec<String>,
-    /// Environment variables that look like secrets: names and why, never values.
+    /// Rules the profile audits instead of enforcing that matched (`run-as-root` under
+    /// `policy.run_as_root = "audit"`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub secrets_in_env: Vec<SecretEnvFinding>,
+    pub findings: Vec<Finding>,
+    /// For a pod sandbox: [`AuditEvent::with_image`] keeps the identity's image (none
+    /// under CRI), since only the pod could have written the annotation.
+    #[serde(skip)]
+    image_from_identity: bool,
 }
 
 /// The part of a line `stockade monitor` reads back.
@@ -131,9 +136,8 @@ pub struct AuditLine {
     pub rule: Option<String>,
     #[serde(default)]
     pub profile: Option<String>,
-    /// Variables of a hardened container that look like secrets (rule `secret-in-env`).
     #[serde(default)]
-    pub secrets_in_env: Vec<SecretEnvFinding>,
+    pub findings: Vec<Finding>,
 }
 
 impl AuditLine {
@@ -152,13 +156,14 @@ impl AuditEvent {
             namespace: pod.namespace.clone(),
             pod: pod.pod_name.clone(),
             container: pod.container_name.clone(),
-            image: None,
+            image: pod.image.clone(),
             profile: profile.to_string(),
             rule: None,
             reason: None,
             changes: Vec::new(),
             notes: Vec::new(),
-            secrets_in_env: Vec::new(),
+            findings: Vec::new(),
+            image_from_identity: pod.is_sandbox,
         }
     }
 
@@ -167,7 +172,7 @@ impl AuditEvent {
         let mut event = Self::base(AuditKind::Hardened, container_id, pod, profile);
         event.changes = report.changes.clone();
         event.notes = report.notes.clone();
-        event.secrets_in_env = report.secrets_in_env.clone();
+        event.findings = report.findings.clone();
         event
     }
 
@@ -224,8 +229,12 @@ impl AuditEvent {
         self
     }
 
+    /// The container's image (`io.kubernetes.cri.image-name`); ignored for a pod sandbox,
+    /// whose identity ([`PodIdentity::image`]) already holds the only trusted one.
     pub fn with_image(mut self, image: Option<&str>) -> Self {
-        self.image = image.filter(|i| !i.is_empty()).map(str::to_string);
+        if !self.image_from_identity {
+            self.image = image.filter(|i| !i.is_empty()).map(str::to_string);
+        }
         self
     }
 
@@ -371,6 +380,7 @@ mod tests {
             namespace: Some("prod".into()),
             pod_name: Some("web-0".into()),
             container_name: Some("nginx".into()),
+            image: None,
         }
     }
 
@@ -408,6 +418,40 @@ mod tests {
         assert_eq!(back.rule.as_deref(), Some("privileged"));
     }
 
+    /// An audited rule (run-as-root under the default profile) is in the line, and the
+    /// monitor reads it back.
+    #[test]
+    fn findings_are_recorded_and_read_back() {
+        let report = Report {
+            findings: vec![Finding {
+                rule: Rule::RunAsRoot.name().into(),
+                reason: "runs as UID 0".into(),
+            }],
+            ..Default::default()
+        };
+        let line = AuditEvent::from_outcome("c", &pod(), "default", Ok(&report))
+            .to_line()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(v["event"], "hardened");
+        assert_eq!(v["findings"][0]["rule"], "run-as-root");
+        let back = AuditLine::parse(std::str::from_utf8(&line).unwrap()).unwrap();
+        assert_eq!(back.findings, report.findings);
+    }
+
+    #[test]
+    fn a_sandboxs_image_annotation_is_not_audited() {
+        let sandbox = PodIdentity {
+            is_sandbox: true,
+            ..pod()
+        };
+        let report = Report::default();
+        let e = AuditEvent::hardened("sb1", &sandbox, "p", &report).with_image(Some("evil/x"));
+        assert_eq!(e.image, None);
+        let e = AuditEvent::hardened("c", &pod(), "p", &report).with_image(Some("nginx"));
+        assert_eq!(e.image.as_deref(), Some("nginx"));
+    }
+
     #[test]
     fn update_kinds_and_outcomes() {
         let report = Report {
@@ -416,20 +460,15 @@ mod tests {
                 what: "memory clamped".into(),
             }],
             notes: vec!["n".into()],
-            secrets_in_env: vec![SecretEnvFinding {
-                name: "DB_PASSWORD".into(),
-                reason: crate::hardener::SecretReason::Name,
-            }],
+            findings: Vec::new(),
         };
         let e = AuditEvent::from_outcome("c", &pod(), "p", Ok(&report)).for_update();
-        let line = String::from_utf8(e.to_line().unwrap()).unwrap();
-        let back = AuditLine::parse(&line).unwrap();
-        assert_eq!(back.secrets_in_env, report.secrets_in_env, "{line}");
         assert_eq!(e.event, AuditKind::UpdateHardened);
         let v: serde_json::Value = serde_json::from_slice(&e.to_line().unwrap()).unwrap();
         assert_eq!(v["event"], "update-hardened");
         assert_eq!(v["changes"][0]["guard"], "cgroups");
         assert!(v.get("rule").is_none());
+        assert!(v.get("findings").is_none(), "no findings, no key");
 
         let err = HardenError::Refused(Refusal {
             rule: Rule::MemoryCeiling,

@@ -13,7 +13,6 @@ pub mod hardener;
 pub mod idrange;
 pub mod kubelet;
 pub mod launch;
-pub mod monitor;
 pub mod namespaces;
 pub mod node_state;
 pub mod pod;

@@ -503,6 +503,17 @@ fn cstr(s: &str) -> Result<CString, RootfsError> {
     CString::new(s).map_err(|_| RootfsError::Invalid(format!("{s:?} contains a NUL byte")))
 }
 
+/// Whether the filesystem holding `path` takes idmapped mounts: an idmapped clone of its
+/// mount is made through `userns` and dropped again, never attached, so nothing is left
+/// behind. Ok(false) when the kernel or the filesystem refuses idmapping.
+pub fn idmap_supported(path: &Path, userns: BorrowedFd<'_>) -> Result<bool, RootfsError> {
+    match idmapped_clone(path, false, 0, userns) {
+        Ok(_tree) => Ok(true),
+        Err(RootfsError::IdmapUnsupported { .. }) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// A detached clone of the tree at `source`, idmapped through `userns` and with `attrs`.
 pub(crate) fn idmapped_clone(
     source: &Path,

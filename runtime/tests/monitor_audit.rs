@@ -19,6 +19,7 @@ fn write_lines(path: &Path, writer: &str) {
         namespace: Some("ns".into()),
         pod_name: Some(format!("pod-{writer}")),
         container_name: Some("c".into()),
+        image: None,
     };
     // Long lines (several KiB) make interleaving likely if writes were not atomic.
     let report = Report {
@@ -29,7 +30,7 @@ fn write_lines(path: &Path, writer: &str) {
             })
             .collect(),
         notes: vec!["x".repeat(2000)],
-        ..Report::default()
+        findings: Vec::new(),
     };
     for i in 0..LINES_PER_WRITER {
         let event = if i % 3 == 0 {

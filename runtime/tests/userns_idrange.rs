@@ -71,21 +71,34 @@ fn allocations_survive_a_restart() {
 }
 
 #[test]
-fn release_frees_and_cycles_leave_the_pool_as_it_was() {
+fn release_frees_and_cycles_rotate_through_the_pool() {
     let dir = tempfile::tempdir().unwrap();
     let a = allocator(dir.path(), 8);
     a.allocate("resident-1").unwrap();
     a.allocate("resident-2").unwrap();
-    let before = a.table().unwrap();
-    let mut seen = None;
+    let residents: Vec<_> = a
+        .table()
+        .unwrap()
+        .iter()
+        .map(|(p, a)| (p.to_string(), *a))
+        .collect();
+    let mut order = Vec::new();
     for i in 0..500 {
         let pod = format!("cycle-{}", i % 7);
         let r = a.allocate(&pod).unwrap();
-        // Always the lowest free slot: the third one.
-        assert_eq!(*seen.get_or_insert(r), r, "cycle {i}");
+        // The six free slots in turn: never the range released a moment ago.
+        if i >= 6 {
+            assert_eq!(r, order[i - 6], "cycle {i}");
+        }
+        order.push(r);
         assert_eq!(a.release(&pod).unwrap(), Some(r));
     }
-    assert_eq!(a.table().unwrap(), before);
+    let after = a.table().unwrap();
+    let left: Vec<_> = after.iter().map(|(p, a)| (p.to_string(), *a)).collect();
+    assert_eq!(left, residents);
+    // All six free slots wait in quarantine, the one released last at the end.
+    assert_eq!(after.quarantined_count(), 6);
+    assert_eq!(after.quarantined().last(), order.last());
     assert_eq!(a.release("never-allocated").unwrap(), None);
 }
 

@@ -130,19 +130,32 @@ pub fn run(flags: &Flags) -> anyhow::Result<()> {
         .as_deref()
         .map(|p| vec![(state::PROFILE_ENV, p)])
         .unwrap_or_default();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("tokio runtime")?;
-    let address = runtime
-        .block_on(containerd_shim::spawn(opts, &group, vars))
-        .map_err(|e| anyhow::anyhow!("starting the shim server: {e}"))?;
-    check_serving(&address, &group)?;
+    // The pod's server may serve already (every app container after the sandbox): then
+    // there is nothing to launch, and no second process of this binary to start and end.
+    let existing = opts.socket_address(&group);
+    let address = if serving(&existing) {
+        existing
+    } else {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("tokio runtime")?;
+        let address = runtime
+            .block_on(containerd_shim::spawn(opts, &group, vars))
+            .map_err(|e| anyhow::anyhow!("starting the shim server: {e}"))?;
+        check_serving(&address, &group)?;
+        address
+    };
     std::fs::write(bundle.join("address"), &address).context("writing the address file")?;
     let mut out = std::io::stdout();
     out.write_all(&encode_reply(&address, &protocol)?)?;
     out.flush()?;
     Ok(())
+}
+
+/// A server accepts connections at `address`.
+fn serving(address: &str) -> bool {
+    UnixStream::connect(address.trim_start_matches("unix://")).is_ok()
 }
 
 /// The server (new, or the pod's running one) must be listening by now. One that died while

@@ -48,7 +48,7 @@ pub trait Host: Send + Sync + 'static {
     fn cgroup_stats(&self, cgroups_path: &str) -> anyhow::Result<Any>;
     /// The process no longer runs the shim's own binary: it exec'd its workload, or is gone.
     fn left_shim_binary(&self, pid: i32) -> bool;
-    /// The process exists and is not a zombie.
+    /// The process exists and has not begun to exit.
     fn is_alive(&self, pid: i32) -> bool;
 }
 
@@ -172,9 +172,11 @@ impl Host for RealHost {
     }
 }
 
-/// The process exists and is not a zombie.
+/// The process exists and has not begun to exit: it is no zombie, and its namespaces are
+/// still there (an exiting process drops them before it becomes a zombie).
 pub fn is_alive(pid: i32) -> bool {
     procfs::process::Process::new(pid).is_ok_and(|p| p.is_alive())
+        && Path::new(&format!("/proc/{pid}/ns/mnt")).exists()
 }
 
 /// The container's root must be a directory by now (containerd's rootfs is mounted): said

@@ -34,7 +34,10 @@ fn init<W>(debug: bool, writer: W)
 where
     W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
 {
+    // At debug, each span's close line carries its duration: the bench sums the Create
+    // and Start phases from them (bench/README.md).
     let layer = tracing_subscriber::fmt::layer()
+        .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
         .with_ansi(false)
         .with_target(false)
         .with_writer(writer)

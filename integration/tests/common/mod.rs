@@ -4,7 +4,7 @@
 //! hardened), which shows the checks can fail; for Stockade they must pass.
 #![allow(dead_code)]
 
-use k8s_cri::v1::{ContainerState, LinuxContainerResources};
+use k8s_cri::v1::{ContainerConfig, ContainerState, LinuxContainerResources};
 use std::io::{BufRead, BufReader};
 use std::process::Output;
 use std::sync::mpsc;
@@ -81,6 +81,19 @@ pub fn allowed_caps(rt: &TestRuntime) -> u64 {
     };
     profile_cap_allowlist(&profile).expect("profile's capability allowlist")
 }
+
+/// An app container config as `rt` accepts it: as an application user (UID 1000) where
+/// the profile refuses root (`run-as-root`), else the image's user.
+pub fn app_config(cri: &Cri, rt: &TestRuntime, name: &str, cmd: &[&str]) -> ContainerConfig {
+    if rt.refuses_root() {
+        cri.container_config_as(name, cmd, APP_UID)
+    } else {
+        cri.container_config(name, cmd)
+    }
+}
+
+/// The application user of tests under profiles that refuse root.
+pub const APP_UID: i64 = 1000;
 
 /// Hardened for Stockade, visibly not hardened for runc.
 fn expect_hardening(rt: &TestRuntime, what: &str, violations: Vec<String>) {
@@ -384,7 +397,9 @@ pub fn cri_pod_lifecycle(rt: &TestRuntime) {
     let pod = cri.run_pod_sandbox(&pod_cfg, rt.cri_handler).unwrap();
     check_sandbox(&cri, rt, &pod);
 
-    let cfg = cri.container_config(
+    let cfg = app_config(
+        &cri,
+        rt,
         "app",
         &[
             "sh",
@@ -699,7 +714,7 @@ pub fn cri_memory_above_ceiling(rt: &TestRuntime, request: i64, expect_limit: Op
     let cri = c.cri().unwrap();
     let pod_cfg = cri.pod_config("ceiling");
     let pod = cri.run_pod_sandbox(&pod_cfg, rt.cri_handler).unwrap();
-    let mut cfg = cri.container_config("big", &["sleep", "600"]);
+    let mut cfg = app_config(&cri, rt, "big", &["sleep", "600"]);
     if let Some(linux) = cfg.linux.as_mut() {
         linux.resources = Some(LinuxContainerResources {
             memory_limit_in_bytes: request,

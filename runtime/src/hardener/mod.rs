@@ -6,6 +6,7 @@
 //! only then is the spec rewritten (capabilities, no_new_privs, paths, user namespace,
 //! cgroup limits, seccomp).
 
+mod devices;
 mod kubelet_userns;
 mod policy;
 pub mod registry;
@@ -21,11 +22,11 @@ pub use volumes::{Mapping, PlannedVolume, ResolvedSources, VolumeKind};
 
 use crate::idrange::IdRange;
 use crate::oci_spec::runtime::{
-    Capabilities, LinuxCapabilities, LinuxIdMappingBuilder, LinuxNamespace, LinuxNamespaceType,
-    LinuxResources, LinuxSeccomp, Mount, Spec,
+    Capabilities, LinuxCapabilities, LinuxDeviceCgroup, LinuxIdMappingBuilder, LinuxNamespace,
+    LinuxNamespaceType, LinuxResources, LinuxSeccomp, Mount, Spec,
 };
 use crate::profile::Profile;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
 /// Everything the hardener needs to know about where the container runs.
@@ -68,14 +69,22 @@ pub struct Hardened {
     pub report: Report,
 }
 
-/// Every change the hardener made, and why; notes for what it let through.
+/// Every change the hardener made, and why; notes for what it let through; findings for
+/// rules the profile audits instead of enforcing.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Report {
     pub changes: Vec<Change>,
     pub notes: Vec<String>,
-    /// Environment variables that look like secrets (names only; rule `secret-in-env`).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub secrets_in_env: Vec<SecretEnvFinding>,
+    pub findings: Vec<Finding>,
+}
+
+/// A rule that matched but, by the profile's choice, only records (e.g. `run-as-root`
+/// under `policy.run_as_root = "audit"`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Finding {
+    /// The rule's `Rule::name()`.
+    pub rule: String,
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -96,6 +105,13 @@ impl Report {
     fn note(&mut self, note: impl Into<String>) {
         self.notes.push(note.into());
     }
+
+    fn finding(&mut self, rule: Rule, reason: impl Into<String>) {
+        self.findings.push(Finding {
+            rule: rule.name().to_string(),
+            reason: reason.into(),
+        });
+    }
 }
 
 /// A policy rule that can refuse a container; `name()` is what errors and metrics carry.
@@ -112,13 +128,16 @@ pub enum Rule {
     PidsCeiling,
     ForeignNamespace,
     Sysctl,
+    HostDevices,
+    RunAsRoot,
+    UnknownSandbox,
     HostPath,
     SecretInEnv,
     UsernsMapping,
 }
 
 impl Rule {
-    pub const ALL: [Rule; 14] = [
+    pub const ALL: [Rule; 17] = [
         Rule::Privileged,
         Rule::HostNetwork,
         Rule::HostPid,
@@ -130,6 +149,9 @@ impl Rule {
         Rule::PidsCeiling,
         Rule::ForeignNamespace,
         Rule::Sysctl,
+        Rule::HostDevices,
+        Rule::RunAsRoot,
+        Rule::UnknownSandbox,
         Rule::HostPath,
         Rule::SecretInEnv,
         Rule::UsernsMapping,
@@ -148,6 +170,9 @@ impl Rule {
             Rule::PidsCeiling => "pids-ceiling",
             Rule::ForeignNamespace => "foreign-namespace",
             Rule::Sysctl => "sysctl",
+            Rule::HostDevices => "host-devices",
+            Rule::RunAsRoot => "run-as-root",
+            Rule::UnknownSandbox => "unknown-sandbox",
             Rule::HostPath => "host-path",
             Rule::SecretInEnv => "secret-in-env",
             Rule::UsernsMapping => "userns-mapping",
@@ -313,12 +338,27 @@ fn check_pod_seccomp(pod: &LinuxSeccomp) -> Result<(), HardenError> {
     Ok(())
 }
 
-/// Clamp (or refuse) a resources update the same way `harden` does for Create.
+/// Clamp (or refuse) a resources update the same way `harden` does for Create. The
+/// container's device rules are unknown here: an update may carry only the OCI default
+/// device rules (which are then left as Create set them); prefer [`harden_update`].
 pub fn harden_resources(
     resources: LinuxResources,
     profile: &Profile,
 ) -> Result<(LinuxResources, Report), HardenError> {
+    harden_update(resources, None, profile)
+}
+
+/// [`harden_resources`] knowing the device rules the container was created with
+/// (`linux.resources.devices` of its hardened spec): an update that changes them is
+/// refused (`host-devices`); one that repeats them (as CRI's UpdateContainerResources
+/// does) leaves the device cgroup as it is.
+pub fn harden_update(
+    resources: LinuxResources,
+    created_devices: Option<&[LinuxDeviceCgroup]>,
+    profile: &Profile,
+) -> Result<(LinuxResources, Report), HardenError> {
     let mut report = Report::default();
+    let resources = devices::check_update(resources, created_devices, &mut report)?;
     let limited = resources::limit(resources, &profile.cgroups, &mut report)?;
     Ok((limited, report))
 }

@@ -1,12 +1,12 @@
 //! Policy: what a profile refuses outright, checked before anything is changed.
 
 use super::registry::ImageOrigin;
-use super::{HardenContext, Refusal, Report, Rule};
+use super::{devices, HardenContext, Refusal, Report, Rule};
 use crate::oci_spec::runtime::{
     Capabilities, Capability, LinuxNamespace, LinuxNamespaceType, Spec,
 };
-use crate::pod::ANNOTATION_IMAGE_NAME;
-use crate::profile::{Profile, Verdict};
+use crate::pod::{self, ANNOTATION_IMAGE_NAME};
+use crate::profile::{Profile, RootPolicy, Verdict};
 use std::path::{Component, Path};
 
 /// Every check in order; the first rule that refuses wins.
@@ -17,13 +17,19 @@ pub(crate) fn check(
     report: &mut Report,
 ) -> Result<(), Refusal> {
     let policy = &profile.policy;
-    if policy.privileged == Verdict::Deny {
-        if let Some(why) = privileged_reason(spec) {
+    let privileged = privileged_reason(spec);
+    if let Some(why) = &privileged {
+        if policy.privileged == Verdict::Deny {
             return Err(Refusal {
                 rule: Rule::Privileged,
                 reason: format!("privileged containers are not allowed: {why}"),
             });
         }
+        report.note(format!(
+            "privileged container allowed by the profile ({why}): host devices not checked"
+        ));
+    } else {
+        devices::check_create(spec, profile)?;
     }
 
     let namespaces = spec
@@ -81,7 +87,51 @@ pub(crate) fn check(
         ));
     }
 
-    check_registry(spec, &policy.allowed_registries, report)
+    check_registry(spec, &policy.allowed_registries, report)?;
+    check_run_as_root(spec, policy.run_as_root, ctx, report)
+}
+
+/// The `run-as-root` rule: an app container's process must not run as UID 0 (root in the
+/// pod's user namespace still owns the container's files and can reach everything the
+/// capability allowlist leaves it). containerd has already resolved the image's USER (or
+/// the pod's runAsUser) into `process.user`. The pod sandbox (pause) is exempt.
+fn check_run_as_root(
+    spec: &Spec,
+    mode: RootPolicy,
+    ctx: &HardenContext,
+    report: &mut Report,
+) -> Result<(), Refusal> {
+    let annotations = spec.annotations().clone().unwrap_or_default();
+    let user = spec
+        .process()
+        .as_ref()
+        .map(|p| p.user().clone())
+        .unwrap_or_default();
+    if mode == RootPolicy::Allow
+        || user.uid() != 0
+        || (ctx.is_sandbox && pod::is_cri_sandbox(&annotations))
+    {
+        return Ok(());
+    }
+    let image = match pod::trusted_image_name(&annotations) {
+        Some(image) => format!("image {image:?}"),
+        None => "the image".to_string(),
+    };
+    let reason = format!(
+        "the container's process would run as root: UID 0, GID {} (the user of {image}, or \
+         the pod's runAsUser); run it as an application user: in Kubernetes set \
+         securityContext.runAsUser (e.g. 1000) and runAsNonRoot: true on the pod or \
+         container, or USER in the image; with `ctr run` (containerd 2), --user 1000:1000",
+        user.gid()
+    );
+    if mode == RootPolicy::Deny {
+        return Err(Refusal {
+            rule: Rule::RunAsRoot,
+            reason,
+        });
+    }
+    report.finding(Rule::RunAsRoot, reason);
+    Ok(())
 }
 
 /// A namespace given by path is joined, not created. Only two kinds of path are allowed:
@@ -234,14 +284,11 @@ fn check_registry(spec: &Spec, allowed: &[String], report: &mut Report) -> Resul
     if allowed.is_empty() {
         return Ok(());
     }
-    let image = spec
-        .annotations()
-        .as_ref()
-        .and_then(|a| a.get(ANNOTATION_IMAGE_NAME))
-        .filter(|v| !v.is_empty());
-    let Some(image) = image else {
+    let annotations = spec.annotations().clone().unwrap_or_default();
+    let Some(image) = pod::trusted_image_name(&annotations) else {
         report.note(format!(
-            "no {ANNOTATION_IMAGE_NAME} annotation (not a CRI container): registry not checked"
+            "no {ANNOTATION_IMAGE_NAME} annotation written by CRI (a pod sandbox, or not a \
+             CRI container): registry not checked"
         ));
         return Ok(());
     };

@@ -68,28 +68,42 @@ pub fn scan(spec: &Spec) -> Vec<SecretEnvFinding> {
         .collect()
 }
 
-/// Record the findings in the report (audit), or refuse when the profile denies them.
+/// `NAME (why), ...`, for findings and refusals.
+fn describe(findings: &[SecretEnvFinding]) -> String {
+    let parts: Vec<String> = findings
+        .iter()
+        .map(|f| {
+            let why = match f.reason {
+                SecretReason::Name => "its name",
+                SecretReason::PemPrivateKey => "a PEM private key",
+            };
+            format!("{} ({why})", f.name)
+        })
+        .collect();
+    parts.join(", ")
+}
+
+/// Record a finding in the audit line, or refuse when the profile denies secrets in the
+/// environment.
 pub(crate) fn check(spec: &Spec, verdict: SecretInEnv, report: &mut Report) -> Result<(), Refusal> {
     let findings = scan(spec);
     if findings.is_empty() {
         return Ok(());
     }
-    let names: Vec<&str> = findings.iter().map(|f| f.name.as_str()).collect();
+    let what = describe(&findings);
     if verdict == SecretInEnv::Deny {
         return Err(Refusal {
             rule: Rule::SecretInEnv,
             reason: format!(
-                "the environment holds what looks like secrets ({}): mount them from a secret \
-                 volume instead",
-                names.join(", ")
+                "the environment holds what looks like secrets: {what}; mount them from a \
+                 secret volume instead"
             ),
         });
     }
-    report.note(format!(
-        "environment variables that look like secrets (audited, values not recorded): {}",
-        names.join(", ")
-    ));
-    report.secrets_in_env = findings;
+    report.finding(
+        Rule::SecretInEnv,
+        format!("environment variables that look like secrets (values not recorded): {what}"),
+    );
     Ok(())
 }
 
@@ -144,7 +158,9 @@ mod tests {
         let s = spec(&["API_TOKEN=t0k3n"]);
         let mut report = Report::default();
         check(&s, SecretInEnv::Audit, &mut report).unwrap();
-        assert_eq!(report.secrets_in_env.len(), 1);
+        assert_eq!(report.findings.len(), 1);
+        assert_eq!(report.findings[0].rule, "secret-in-env");
+        assert!(report.findings[0].reason.contains("API_TOKEN (its name)"));
         assert!(!format!("{report:?}").contains("t0k3n"));
         let refusal = check(&s, SecretInEnv::Deny, &mut Report::default()).unwrap_err();
         assert_eq!(refusal.rule, Rule::SecretInEnv);

@@ -109,16 +109,43 @@ impl Executor for SeccompExecutor {
     }
 }
 
-fn load_executor(plan: &Path) -> anyhow::Result<SeccompExecutor> {
-    let text = std::fs::read(plan).with_context(|| format!("reading {}", plan.display()))?;
-    let plan: FilterPlan =
-        serde_json::from_slice(&text).with_context(|| format!("parsing {}", plan.display()))?;
-    let filters = plan
-        .filters
-        .iter()
-        .enumerate()
-        .map(|(i, f)| seccomp::compile(f).with_context(|| format!("compiling seccomp filter {i}")))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+/// Compiled filters by the plan they came from: a pod's containers and exec processes
+/// share their plan's text, and compiling it takes longer than the rest of an exec's setup.
+/// The zygote is single-threaded and serves one pod: a handful of plans at the most.
+static COMPILED: std::sync::Mutex<Vec<(Vec<u8>, Vec<CompiledFilter>)>> =
+    std::sync::Mutex::new(Vec::new());
+const COMPILED_KEPT: usize = 8;
+
+fn load_executor(plan_path: &Path) -> anyhow::Result<SeccompExecutor> {
+    let text =
+        std::fs::read(plan_path).with_context(|| format!("reading {}", plan_path.display()))?;
+    let plan: FilterPlan = serde_json::from_slice(&text)
+        .with_context(|| format!("parsing {}", plan_path.display()))?;
+    let cached = COMPILED.lock().ok().and_then(|c| {
+        c.iter()
+            .find(|(key, _)| *key == text)
+            .map(|(_, filters)| filters.clone())
+    });
+    let filters = match cached {
+        Some(filters) => filters,
+        None => {
+            let filters = plan
+                .filters
+                .iter()
+                .enumerate()
+                .map(|(i, f)| {
+                    seccomp::compile(f).with_context(|| format!("compiling seccomp filter {i}"))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            if let Ok(mut c) = COMPILED.lock() {
+                if c.len() >= COMPILED_KEPT {
+                    c.remove(0);
+                }
+                c.push((text, filters.clone()));
+            }
+            filters
+        }
+    };
     if filters.is_empty() {
         return Err(anyhow!("the seccomp plan has no filter"));
     }

@@ -113,14 +113,21 @@ impl TaskService {
     }
 
     pub(super) async fn update(&self, req: UpdateTaskRequest) -> Result<Empty> {
-        let (cgroups_path, profile, pod, image) = {
+        let (cgroups_path, profile, pod, image, created_devices) = {
             let table = self.inner.table.lock().await;
             let c = table.get(&req.id)?;
+            let created_devices = c
+                .spec
+                .linux()
+                .as_ref()
+                .and_then(|l| l.resources().as_ref())
+                .and_then(|r| r.devices().clone());
             (
                 c.cgroups_path.clone(),
                 c.profile.clone(),
                 c.pod.clone(),
                 c.image.clone(),
+                created_devices,
             )
         };
         let any = req
@@ -129,7 +136,7 @@ impl TaskService {
             .ok_or_else(|| ShimError::InvalidArgument("update without resources".into()))?;
         let resources: LinuxResources = serde_json::from_slice(&any.value)
             .map_err(|e| ShimError::InvalidArgument(format!("invalid resources: {e}")))?;
-        let outcome = hardener::harden_resources(resources, &profile);
+        let outcome = hardener::harden_update(resources, created_devices.as_deref(), &profile);
         audit::record(
             &profile,
             AuditEvent::from_outcome(

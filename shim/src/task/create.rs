@@ -11,10 +11,13 @@ use containerd_shim_protos::api::{CreateTaskRequest, CreateTaskResponse};
 use containerd_shim_protos::events::task::{TaskCreate, TaskIO};
 use containerd_shim_protos::protobuf::MessageField;
 use stockade_runtime::audit::AuditEvent;
-use stockade_runtime::hardener::{self, volumes, HardenContext, Hardened, ResolvedSources};
+use stockade_runtime::hardener::{
+    self, volumes, HardenContext, HardenError, Hardened, ResolvedSources,
+};
 use stockade_runtime::idrange::IdRange;
-use stockade_runtime::pod::{PodIdentity, ANNOTATION_IMAGE_NAME};
+use stockade_runtime::pod::{self, KnownSandbox, PodIdentity};
 use stockade_runtime::profile::Profile;
+use tracing::Instrument;
 
 use super::process::{Container, Proc};
 use super::spawn::Spawned;
@@ -45,6 +48,11 @@ struct Decision {
 
 impl TaskService {
     pub(super) async fn create(&self, req: CreateTaskRequest) -> Result<CreateTaskResponse> {
+        let span = tracing::debug_span!("create", container = %req.id);
+        self.create_container(req).instrument(span).await
+    }
+
+    async fn create_container(&self, req: CreateTaskRequest) -> Result<CreateTaskResponse> {
         let received = Instant::now();
         let id = req.id.clone();
         let bundle = PathBuf::from(&req.bundle);
@@ -57,7 +65,10 @@ impl TaskService {
                 req.checkpoint
             )));
         }
-        let d = self.decide(&req, &bundle).await?;
+        let d = self
+            .decide(&req, &bundle)
+            .instrument(tracing::debug_span!("create.decide"))
+            .await?;
 
         let mut undo = Undo::new(&id, &bundle);
         // Recorded before the sandbox's range is taken: if the shim dies from here on,
@@ -121,7 +132,8 @@ impl TaskService {
             netns_path_is_host: stockade_runtime::namespaces::spec_netns_is_host(&d.spec),
             resolved_sources: d.resolved_sources.clone(),
         };
-        let outcome = hardener::harden(d.spec.clone(), &d.profile, &ctx);
+        let outcome = tracing::debug_span!("create.harden")
+            .in_scope(|| hardener::harden(d.spec.clone(), &d.profile, &ctx));
         audit::record(
             &d.profile,
             AuditEvent::from_outcome(
@@ -212,8 +224,8 @@ impl TaskService {
         let profile_path = state::profile_path(req.options.as_ref())
             .map_err(|e| ShimError::InvalidArgument(format!("{e:#}")))?;
         let profile = {
-            let p = profile_path.clone();
-            tokio::task::spawn_blocking(move || Profile::load(&p))
+            let (service, p) = (self.clone(), profile_path.clone());
+            tokio::task::spawn_blocking(move || service.inner.profiles.load(&p))
                 .await
                 .map_err(|e| ShimError::Internal(e.into()))?
                 .map_err(|e| ShimError::InvalidArgument(e.to_string()))?
@@ -229,6 +241,19 @@ impl TaskService {
         let pod = PodIdentity::from_annotations(&req.id, &annotations);
         let (pod_userns, pod_pids, pod_range) = {
             let table = self.inner.table.lock().await;
+            let known = table.get(&pod.sandbox_id).ok().map(|s| KnownSandbox {
+                namespace: s.record.namespace.clone(),
+                is_sandbox: s.pod.is_sandbox,
+            });
+            if let Err(refusal) =
+                pod::check_sandbox(&pod, &self.inner.config.namespace, known.as_ref())
+            {
+                audit::record(
+                    &profile,
+                    AuditEvent::refused(&req.id, &pod, &profile.name, &refusal),
+                );
+                return Err(ShimError::from_harden(HardenError::Refused(refusal), None));
+            }
             (
                 table.pod_userns(&pod)?,
                 table.pod_pids(&pod),
@@ -241,10 +266,10 @@ impl TaskService {
             .resolve_sources(&volumes::bind_sources(&spec));
         Ok(Decision {
             profile_path,
-            profile: Arc::new(profile),
+            profile,
             source,
             spec,
-            image: annotations.get(ANNOTATION_IMAGE_NAME).cloned(),
+            image: pod.image.clone(),
             pod,
             pod_userns,
             pod_pids,
@@ -326,9 +351,14 @@ impl TaskService {
                 range: ctx.id_range,
                 userns: ctx.pod_userns.clone(),
             };
-            self.inner.launcher.call(mount, Vec::new()).await?;
+            self.inner
+                .launcher
+                .call(mount, Vec::new())
+                .instrument(tracing::debug_span!("create.mount_rootfs"))
+                .await?;
         }
-        host.open_bundle(&hardened.spec, &bundle, ctx.id_range)?;
+        let bundle_span = tracing::debug_span!("create.bundle");
+        bundle_span.in_scope(|| host.open_bundle(&hardened.spec, &bundle, ctx.id_range))?;
         let planned = std::mem::take(&mut hardened.volumes);
         if !planned.is_empty() {
             let staging = binds::staging_dir(&bundle);
@@ -339,9 +369,14 @@ impl TaskService {
                 range: ctx.id_range,
                 userns: ctx.pod_userns.clone(),
             };
-            self.inner.launcher.call(stage, Vec::new()).await?;
+            self.inner
+                .launcher
+                .call(stage, Vec::new())
+                .instrument(tracing::debug_span!("create.stage_volumes"))
+                .await?;
             volumes::point_at_staging(&mut hardened.spec, &planned, &staging);
         }
+        let bundle_span = bundle_span.entered();
         hardened
             .spec
             .save(&config)
@@ -357,6 +392,7 @@ impl TaskService {
         std::fs::write(&plan_path, serde_json::to_vec(&plan)?)
             .with_context(|| format!("writing {}", plan_path.display()))?;
 
+        drop(bundle_span);
         undo.push(UndoStep::SweepCgroups {
             record: Box::new(record.clone()),
         });
@@ -372,6 +408,7 @@ impl TaskService {
                 netns,
                 sysctls,
             })
+            .instrument(tracing::debug_span!("create.libcontainer"))
             .await;
         match spawned {
             Ok(s) => {

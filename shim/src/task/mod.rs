@@ -16,6 +16,7 @@ pub mod events;
 mod exec;
 pub mod lifecycle;
 mod process;
+mod profiles;
 mod query;
 mod service;
 mod spawn;
@@ -71,6 +72,7 @@ struct Inner {
     host: Arc<dyn Host>,
     events: Arc<dyn EventSink>,
     table: Mutex<ProcessTable>,
+    profiles: profiles::ProfileCache,
     shutdown: Notify,
 }
 
@@ -89,6 +91,7 @@ impl TaskService {
                 host,
                 events,
                 table: Mutex::new(ProcessTable::default()),
+                profiles: profiles::ProfileCache::default(),
                 shutdown: Notify::new(),
             }),
         }

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use containerd_shim_protos::api::{StartRequest, StartResponse};
 use containerd_shim_protos::events::task::{TaskExecStarted, TaskStart};
 use stockade_runtime::node_state::{self, ContainerRecord};
+use tracing::Instrument;
 
 use super::{pid_u32, TaskService};
 use crate::error::{Result, ShimError};
@@ -18,9 +19,13 @@ const EXEC_TIMEOUT: Duration = Duration::from_secs(2);
 impl TaskService {
     pub(super) async fn start(&self, req: StartRequest) -> Result<StartResponse> {
         let pid = if req.exec_id.is_empty() {
-            self.start_init(&req.id).await?
+            let span = tracing::debug_span!("start", container = %req.id);
+            self.start_init(&req.id).instrument(span).await?
         } else {
-            self.start_exec(&req.id, &req.exec_id).await?
+            let span = tracing::debug_span!("exec", container = %req.id, exec = %req.exec_id);
+            self.start_exec(&req.id, &req.exec_id)
+                .instrument(span)
+                .await?
         };
         Ok(StartResponse {
             pid: pid_u32(pid),
@@ -53,9 +58,16 @@ impl TaskService {
             id: id.to_string(),
             root: self.inner.root.clone(),
         };
-        let started = self.inner.launcher.call(request, Vec::new()).await;
+        let started = self
+            .inner
+            .launcher
+            .call(request, Vec::new())
+            .instrument(tracing::debug_span!("start.libcontainer"))
+            .await;
         if started.is_ok() {
-            self.await_exec(pid).await;
+            self.await_exec(pid)
+                .instrument(tracing::debug_span!("start.exec"))
+                .await;
         }
         let held = self
             .inner

@@ -150,8 +150,8 @@ async fn an_app_container_joins_its_running_sandbox_and_is_refused_without_one()
     let f = Fixture::new();
     let bundle = f.bundle("app", Some("pod"), |_| {});
     let e = f.create_err("app", &bundle).await;
-    assert_eq!(code(&e), Code::FAILED_PRECONDITION);
-    assert!(e.to_string().contains("not managed by this shim"), "{e}");
+    assert_eq!(code(&e), Code::PERMISSION_DENIED);
+    assert!(e.to_string().contains("rule `unknown-sandbox`"), "{e}");
     f.create("pod").await.unwrap();
     f.start("pod", "").await.unwrap();
     f.calls();

@@ -1,0 +1,113 @@
+//! Profiles already loaded by this shim: every container of a pod names the same profile,
+//! and loading one parses its TOML, reads its seccomp JSON and compiles it. A profile is
+//! loaded again when its file or its seccomp file changed on disk.
+
+use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use stockade_runtime::profile::{Profile, ProfileError};
+
+/// What identifies a file's content without reading it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime_ns: i128,
+}
+
+fn stamp(path: &Path) -> Option<Stamp> {
+    let md = std::fs::metadata(path).ok()?;
+    Some(Stamp {
+        dev: md.dev(),
+        ino: md.ino(),
+        size: md.size(),
+        mtime_ns: i128::from(md.mtime()) * 1_000_000_000 + i128::from(md.mtime_nsec()),
+    })
+}
+
+struct Cached {
+    profile: Arc<Profile>,
+    stamps: [Option<Stamp>; 2],
+}
+
+#[derive(Default)]
+pub struct ProfileCache {
+    loaded: Mutex<HashMap<PathBuf, Cached>>,
+}
+
+impl ProfileCache {
+    /// The profile at `path`, from the cache while neither of its files changed.
+    pub fn load(&self, path: &Path) -> Result<Arc<Profile>, ProfileError> {
+        if let Some(profile) = self.fresh(path) {
+            return Ok(profile);
+        }
+        let profile = Arc::new(Profile::load(path)?);
+        let stamps = [stamp(path), stamp(&profile.seccomp.file)];
+        if let Ok(mut loaded) = self.loaded.lock() {
+            loaded.insert(
+                path.to_path_buf(),
+                Cached {
+                    profile: profile.clone(),
+                    stamps,
+                },
+            );
+        }
+        Ok(profile)
+    }
+
+    fn fresh(&self, path: &Path) -> Option<Arc<Profile>> {
+        let loaded = self.loaded.lock().ok()?;
+        let cached = loaded.get(path)?;
+        let now = [stamp(path), stamp(&cached.profile.seccomp.file)];
+        (now[0].is_some() && now == cached.stamps).then(|| cached.profile.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_profile(dir: &Path, name: &str) -> PathBuf {
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../profiles");
+        let text = std::fs::read_to_string(shipped.join("default.toml"))
+            .unwrap()
+            .replace("name = \"default\"", &format!("name = {name:?}"))
+            .replace(
+                "profile = \"seccomp/default.json\"",
+                &format!("profile = {:?}", dir.join("seccomp.json")),
+            );
+        let path = dir.join("p.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn a_profile_is_loaded_once_and_again_when_either_file_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../profiles");
+        let seccomp = dir.path().join("seccomp.json");
+        std::fs::copy(shipped.join("seccomp/default.json"), &seccomp).unwrap();
+        let path = write_profile(dir.path(), "one");
+        let cache = ProfileCache::default();
+        let first = cache.load(&path).unwrap();
+        assert!(Arc::ptr_eq(&first, &cache.load(&path).unwrap()), "cached");
+
+        let path = write_profile(dir.path(), "two-changed");
+        let second = cache.load(&path).unwrap();
+        assert_eq!(second.name, "two-changed");
+
+        let mut json = std::fs::read_to_string(&seccomp).unwrap();
+        json.push('\n');
+        std::fs::write(&seccomp, json).unwrap();
+        assert!(
+            !Arc::ptr_eq(&second, &cache.load(&path).unwrap()),
+            "seccomp changed"
+        );
+
+        std::fs::remove_file(&path).unwrap();
+        assert!(cache.load(&path).is_err(), "a removed profile is an error");
+    }
+}
