@@ -222,3 +222,47 @@ fn a_missing_source_is_named() {
     );
     assert!(!w.path("staging").exists());
 }
+
+/// The running kernel's (major, minor).
+fn kernel() -> (u32, u32) {
+    let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let mut parts = release.trim().split(['.', '-']);
+    let mut next = || parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    (next(), next())
+}
+
+/// kubelet's secret and token volumes are tmpfs: idmapped from Linux 6.3, refused naming
+/// tmpfs and the kernel it needs before that.
+#[test]
+fn a_tmpfs_volume_is_idmapped_from_linux_6_3_and_named_before() {
+    let w = World::new();
+    let secret = w.path("secret");
+    fs::create_dir(&secret).unwrap();
+    nix::mount::mount(
+        Some("tmpfs"),
+        &secret,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        Some("mode=0755"),
+    )
+    .unwrap();
+    fs::write(secret.join("password"), "hunter2\n").unwrap();
+    chown(&secret.join("password"), 0, 2000, 0o440);
+    let ns = userns_fd(RANGE).unwrap();
+    let staging = w.path("staging");
+    let result = stage(&[volume(0, &secret)], &staging, ns.as_fd());
+    if kernel() >= (6, 3) {
+        result.unwrap();
+        let s = staging.display();
+        let (code, out) = run_as(&ns, 1000, &[2000], &format!("cat {s}/0/password"));
+        assert_eq!((code, out.as_str()), (0, "hunter2\n"));
+        unstage(&staging).unwrap();
+    } else {
+        let e = result.unwrap_err().to_string();
+        assert!(
+            e.contains("tmpfs filesystem") && e.contains("Linux >= 6.3") && e.contains("/v0"),
+            "{e}"
+        );
+        assert!(!staging.exists());
+    }
+}
