@@ -13,7 +13,6 @@ use std::path::{Component, Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::idrange::IdRange;
 use crate::profile::IdPoolSettings;
 
 /// kubelet's default range without a `kubelet` entry in /etc/subuid: 65536..2^32.
@@ -231,11 +230,6 @@ pub fn pool_overlap(pool: &IdPoolSettings, kubelet: Option<&KubeletRange>) -> Op
              kubelet.userns_ids"
         )
     })
-}
-
-/// A mapping (container 0 → `range.first`) inside kubelet's range, for messages.
-pub fn within(range: &IdRange, kubelet: &KubeletRange) -> bool {
-    u64::from(range.first) >= kubelet.first && range.end() <= kubelet.end
 }
 
 #[cfg(test)]

@@ -132,7 +132,7 @@ fn plain_bind(v: &PlannedVolume, target: &Path) -> Result<(), VolumeError> {
     Ok(())
 }
 
-/// Stage the `n`th volume at `target`.
+/// Stage the `n`th volume of the plan at `target`.
 fn stage_one(
     n: usize,
     v: &PlannedVolume,
