@@ -16,10 +16,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use stockade_runtime::hardener::{self, CgroupDriver, HardenContext, HardenError};
 use stockade_runtime::idrange::{IdRange, REUSE_POLICY};
-use stockade_runtime::namespaces;
 use stockade_runtime::pod::PodIdentity;
 use stockade_runtime::profile::Profile;
 use stockade_runtime::seccomp;
+use stockade_runtime::{kubelet, namespaces, volumes};
 
 /// Exit code for a container the policy refuses (bad input exits 2).
 const EXIT_REFUSED: u8 = 3;
@@ -123,6 +123,13 @@ fn main() -> ExitCode {
 
 fn check_profile(file: &std::path::Path) -> Result<ExitCode> {
     let profile = Profile::load(file)?;
+    // The shim refuses a profile whose pool overlaps kubelet's user-namespace IDs.
+    let kubelet = kubelet::kubelet_range(&profile.kubelet)
+        .map_err(anyhow::Error::msg)
+        .with_context(|| format!("profile {}: key `kubelet.userns_ids`", file.display()))?;
+    if let Some(why) = kubelet::pool_overlap(&profile.userns, kubelet.as_ref()) {
+        anyhow::bail!("profile {}: key `userns`: {why}", file.display());
+    }
     let compiled = seccomp::compile(&profile.seccomp.profile)
         .with_context(|| format!("compiling {}", profile.seccomp.file.display()))?;
     let mut allow: Vec<String> = profile
@@ -154,6 +161,16 @@ fn check_profile(file: &std::path::Path) -> Result<ExitCode> {
     println!(
         "  user IDs:     {} pods of {} IDs from host ID {}; reuse: {REUSE_POLICY}",
         pods, profile.userns.ids_per_pod, profile.userns.first_id
+    );
+    let v = &profile.volumes;
+    println!(
+        "  kubelet:      root {}, user-namespace IDs {}; hostPaths listed: {}, others: {:?}; \
+         unidmappable volumes: {:?}",
+        profile.kubelet.root_dir.display(),
+        kubelet.map_or("none".to_string(), |k| k.to_string()),
+        v.host_paths.len(),
+        v.unlisted_host_paths,
+        v.unidmappable
     );
     let devices = match profile.policy.allowed_devices.as_slice() {
         [] => "none beyond the OCI defaults".to_string(),
@@ -197,14 +214,23 @@ fn harden(
         .ok()
         .and_then(|rest| rest.iter().next()?.to_str()?.parse::<i32>().ok());
     let netns_path_is_host = namespaces::spec_netns_is_host(&spec);
+    // A hostUsers: false pod keeps kubelet's mapping (or is refused for it).
+    let id_range = match hardener::kubelet_mapping(&spec, &profile) {
+        Ok(mapping) => mapping.unwrap_or(IdRange {
+            first: profile.userns.first_id,
+            size: profile.userns.ids_per_pod,
+        }),
+        Err(HardenError::Refused(refusal)) => {
+            eprintln!("stockade: {refusal}");
+            return Ok(ExitCode::from(EXIT_REFUSED));
+        }
+        Err(e) => anyhow::bail!("invalid spec {}: {e}", config.display()),
+    };
     let ctx = HardenContext {
         container_id,
         sandbox_id: pod.sandbox_id.clone(),
         is_sandbox: pod.is_sandbox,
-        id_range: IdRange {
-            first: profile.userns.first_id,
-            size: profile.userns.ids_per_pod,
-        },
+        id_range,
         pod_userns: (!pod.is_sandbox).then_some(pod_userns),
         pod_pids: sandbox_pid
             .into_iter()
@@ -212,6 +238,7 @@ fn harden(
             .collect(),
         netns_path_is_host,
         cgroup_driver,
+        resolved_sources: volumes::resolve(&hardener::volumes::bind_sources(&spec)),
     };
     let hardened = match hardener::harden(spec, &profile, &ctx) {
         Ok(h) => h,

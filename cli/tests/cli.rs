@@ -19,16 +19,34 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// A shipped profile with its seccomp paths absolute and `kubelet.userns_ids` = `ids`.
+fn shipped_with_kubelet_ids(dir: &Path, name: &str, ids: &str) -> PathBuf {
+    let text = std::fs::read_to_string(root().join("profiles").join(name)).unwrap();
+    let seccomp = format!("\"{}/", root().join("profiles/seccomp").display());
+    let text = text
+        .replace("\"seccomp/", &seccomp)
+        .replace("userns_ids = \"subuid\"", &format!("userns_ids = {ids:?}"));
+    let file = dir.join(name);
+    std::fs::write(&file, text).unwrap();
+    file
+}
+
 #[test]
 fn shipped_profiles_check() {
-    for (p, root, narrowed) in [
-        ("profiles/default.toml", "Audit", false),
-        ("profiles/strict.toml", "Deny", true),
+    let dir = tempfile::tempdir().unwrap();
+    for (p, root_verdict, narrowed) in [
+        ("default.toml", "Audit", false),
+        ("strict.toml", "Deny", true),
     ] {
-        let out = stockade(&["profile", "check", p]);
+        // With kubelet's range stated beside Stockade's pool.
+        let file = shipped_with_kubelet_ids(dir.path(), p, "65536:7208960");
+        let out = stockade(&["profile", "check", file.to_str().unwrap()]);
         assert!(out.status.success(), "{p}: {}", stderr(&out));
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(stdout.contains("is valid"), "{stdout}");
+        assert!(
+            stdout.contains("is valid") && stdout.contains("65536..7274496"),
+            "{stdout}"
+        );
         // The ID reuse policy and the new rules are visible to the operator.
         assert!(
             stdout.contains("reuse: rotation with quarantine"),
@@ -42,12 +60,40 @@ fn shipped_profiles_check() {
             stdout.contains("host-devices: none beyond the OCI defaults"),
             "{stdout}"
         );
-        assert!(stdout.contains(&format!("run-as-root: {root}")), "{stdout}");
+        assert!(
+            stdout.contains(&format!("run-as-root: {root_verdict}")),
+            "{stdout}"
+        );
         assert_eq!(
             stdout.contains("narrowed by") && stdout.contains("seccomp/strict.json"),
             narrowed,
             "{stdout}"
         );
+        // As shipped, on a node without a user `kubelet`: kubelet's default range (every ID
+        // from 65536) overlaps the pool, and the check says so.
+        if nix::unistd::User::from_name("kubelet").unwrap().is_none() {
+            let out = stockade(&["profile", "check", &format!("profiles/{p}")]);
+            assert_eq!(out.status.code(), Some(2), "{p}");
+            let err = stderr(&out);
+            assert!(
+                err.contains("key `userns`")
+                    && err.contains("overlaps kubelet's user-namespace range 65536..4294967296")
+                    && err.contains("kubelet:65536:7208960"),
+                "{err}"
+            );
+        }
+        // Overlapping by statement, or "none".
+        let file = shipped_with_kubelet_ids(dir.path(), p, "1073741824:65536");
+        let out = stockade(&["profile", "check", file.to_str().unwrap()]);
+        assert!(
+            stderr(&out).contains("(kubelet.userns_ids)"),
+            "{}",
+            stderr(&out)
+        );
+        let file = shipped_with_kubelet_ids(dir.path(), p, "none");
+        assert!(stockade(&["profile", "check", file.to_str().unwrap()])
+            .status
+            .success());
     }
 }
 

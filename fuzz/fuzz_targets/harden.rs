@@ -64,6 +64,7 @@ fuzz_target!(|data: &[u8]| {
         pod_userns: (!is_sandbox).then(|| format!("/proc/{POD_PID}/ns/user").into()),
         pod_pids: vec![POD_PID],
         netns_path_is_host: case & 8 != 0,
+        resolved_sources: Default::default(),
     };
     match harden(spec, profile, &ctx) {
         Ok(h) => check(&h, profile, &ctx, permissive),

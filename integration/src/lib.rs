@@ -13,6 +13,7 @@ pub mod deploy;
 pub mod exec;
 pub mod hardening;
 pub mod image;
+pub mod kubelet_layout;
 pub mod leftovers;
 pub mod paths;
 pub mod probes;

@@ -86,22 +86,51 @@ pub fn test_audit_log() -> PathBuf {
     test_profiles_dir().join("audit.jsonl")
 }
 
+/// The one host path the test copies of the profiles list as writable
+/// (`volumes.host_paths`): tests put their writable hostPath volumes below it.
+pub fn test_volumes_dir() -> PathBuf {
+    workspace_root().join("target/stockade-test-volumes")
+}
+
+/// kubelet's root directory in the test copies of the profiles (`kubelet.root_dir`):
+/// tests lay out kubelet's volumes below `<it>/pods/<pod uid>/`.
+pub fn test_kubelet_root() -> PathBuf {
+    workspace_root().join("target/stockade-test-kubelet")
+}
+
+/// The tests play kubelet: its user-namespace IDs (`kubelet.userns_ids`), which hostUsers:
+/// false test pods take their mappings from, beside Stockade's pool.
+pub const TEST_KUBELET_IDS: (u32, u32) = (65_536, 110 * 65_536);
+
 fn test_profiles_dir() -> PathBuf {
     workspace_root().join("target/stockade-test-profiles")
 }
 
-/// A shipped profile as tests use it: its audit log under target/, and (with `seccomp`)
-/// its seccomp profile at an absolute path.
+/// A shipped profile as tests use it: its audit log under target/, the tests' kubelet, and
+/// (with `seccomp`) its seccomp paths absolute.
 fn test_profile_text(shipped: &Path, name: &str, seccomp: Option<&Path>) -> Result<String> {
     let path = shipped.join(name);
     let text =
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     // Every relative "seccomp/..." path (profile, narrow) points at `seccomp`, the
     // resolved directory of the shipped seccomp files.
+    // kubelet's range and root are the tests' own (TEST_KUBELET_IDS, test_kubelet_root), and
+    // default.toml lists the tests' writable hostPath directory.
     let lines: Vec<String> = text
         .lines()
         .map(|line| match seccomp {
             _ if line.starts_with("log = ") => format!("log = {:?}", test_audit_log()),
+            _ if line.starts_with("userns_ids = ") => format!(
+                "userns_ids = \"{}:{}\"",
+                TEST_KUBELET_IDS.0, TEST_KUBELET_IDS.1
+            ),
+            _ if line.starts_with("root_dir = ") => {
+                format!("root_dir = {:?}", test_kubelet_root())
+            }
+            _ if line.starts_with("host_paths = ") && name == "default.toml" => format!(
+                "host_paths = [{{ path = {:?}, writable = true }}]",
+                test_volumes_dir()
+            ),
             Some(dir) => line.replace("\"seccomp/", &format!("\"{}/", dir.display())),
             None => line.to_string(),
         })

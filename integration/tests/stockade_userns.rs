@@ -1,11 +1,13 @@
 //! The user-namespace promises seen from the host: container root is an unprivileged host
-//! UID from its pod's range, copy-up and volume writes land on disk owned by that UID, and
-//! the image's layers are never chowned.
+//! UID from its pod's range, copy-up lands in the upper layer owned by that UID, the
+//! image's layers are never chowned, and volumes (idmapped through the pod's user
+//! namespace) keep runc's owners: what container root writes there is host root's.
 
 mod common;
 
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
+use stockade_integration::paths;
 use stockade_integration::runtimes::TestRuntime;
 
 const POOL_FIRST: u32 = 1_073_741_824;
@@ -35,12 +37,13 @@ fn upperdir(id: &str) -> PathBuf {
 fn container_root_is_an_unprivileged_host_uid_and_owns_what_it_writes() {
     let c = common::start();
     let rt = TestRuntime::stockade().expect("profiles/default.toml");
-    let volume = tempfile::tempdir().unwrap();
-    // World-writable like a kubelet emptyDir: the bind mount is not idmapped, so container
-    // root writes as the pod's unprivileged host UID.
+    // A host-root-owned 0755 directory (the test profile lists this place as a writable
+    // hostPath): through the idmapped mount, container root is its owner, as under runc.
+    std::fs::create_dir_all(paths::test_volumes_dir()).unwrap();
+    let volume = tempfile::tempdir_in(paths::test_volumes_dir()).unwrap();
     std::fs::set_permissions(
         volume.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )
     .unwrap();
     let mount = format!(
@@ -83,8 +86,14 @@ fn container_root_is_an_unprivileged_host_uid_and_owns_what_it_writes() {
         let meta = std::fs::metadata(upper.join(f)).unwrap();
         assert_eq!(meta.uid(), firsts[0], "{f} in {}", upper.display());
     }
+    // Before volumes were idmapped this file was the pod's first host UID's; now it is
+    // what runc gives: host root's (container root's own file, mapped back).
     let volume_file = std::fs::metadata(volume.path().join("from-a")).unwrap();
-    assert_eq!(volume_file.uid(), firsts[0], "volume write owner");
+    assert_eq!(
+        (volume_file.uid(), volume_file.gid()),
+        (0, 0),
+        "volume write owner"
+    );
 
     // A read-only volume stays read-only for container root.
     let ro = format!(

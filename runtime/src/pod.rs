@@ -17,6 +17,8 @@ pub const ANNOTATION_CONTAINER_TYPE: &str = "io.kubernetes.cri.container-type";
 pub const ANNOTATION_SANDBOX_ID: &str = "io.kubernetes.cri.sandbox-id";
 pub const ANNOTATION_SANDBOX_NAME: &str = "io.kubernetes.cri.sandbox-name";
 pub const ANNOTATION_SANDBOX_NAMESPACE: &str = "io.kubernetes.cri.sandbox-namespace";
+/// The pod's UID (kubelet's `<root-dir>/pods/<uid>/` holds its volumes).
+pub const ANNOTATION_SANDBOX_UID: &str = "io.kubernetes.cri.sandbox-uid";
 pub const ANNOTATION_CONTAINER_NAME: &str = "io.kubernetes.cri.container-name";
 pub const ANNOTATION_IMAGE_NAME: &str = "io.kubernetes.cri.image-name";
 /// The container-type value of a pod sandbox.

@@ -145,6 +145,7 @@ fn check(spec: Spec, profile: &Profile, is_sandbox: bool) -> Result<(), TestCase
         pod_pids: if is_sandbox { Vec::new() } else { vec![1234] },
         netns_path_is_host: false,
         cgroup_driver: CgroupDriver::Cgroupfs,
+        resolved_sources: Default::default(),
     };
     let hardened = match harden(spec, profile, &ctx) {
         Ok(h) => h,
@@ -210,6 +211,7 @@ fn sandbox_ctx(profile: &Profile, cgroup_driver: CgroupDriver) -> HardenContext 
         pod_pids: Vec::new(),
         netns_path_is_host: false,
         cgroup_driver,
+        resolved_sources: Default::default(),
     }
 }
 

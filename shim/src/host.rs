@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context};
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
+use stockade_runtime::hardener::ResolvedSources;
 use stockade_runtime::idrange::IdRange;
+use stockade_runtime::kubelet::{KubeletRange, KubeletSettings};
 use stockade_runtime::oci_spec::runtime::{LinuxResources, Spec};
 use stockade_runtime::pod::PodIdentity;
 use stockade_runtime::profile::{IdPoolSettings, Profile};
@@ -31,9 +33,12 @@ pub trait Host: Send + Sync + 'static {
     ) -> anyhow::Result<Option<IdRange>>;
     /// Check the container's root directory and let the pod's root reach it.
     fn open_bundle(&self, spec: &Spec, bundle: &Path, range: IdRange) -> anyhow::Result<()>;
-    /// Stage bind sources the pod's root cannot reach and point the spec at them.
-    fn stage_binds(&self, spec: &mut Spec, bundle: &Path) -> anyhow::Result<()>;
+    /// Unmount and remove the container's staged bind mounts (the zygote staged them).
     fn unstage_binds(&self, bundle: &Path);
+    /// Bind sources with their symlinks resolved (the hardener judges hostPaths by them).
+    fn resolve_sources(&self, sources: &[std::path::PathBuf]) -> ResolvedSources;
+    /// kubelet's user-namespace range on this node, as the profile's `[kubelet]` finds it.
+    fn kubelet_range(&self, settings: &KubeletSettings) -> anyhow::Result<Option<KubeletRange>>;
     /// Kill what is left in the container's cgroup and remove it, then the pod's cgroup
     /// if it is empty (blocking).
     fn sweep_cgroups(&self, id: &str, record: &Record) -> anyhow::Result<()>;
@@ -107,12 +112,16 @@ impl Host for RealHost {
         open_bundle_to(bundle, range)
     }
 
-    fn stage_binds(&self, spec: &mut Spec, bundle: &Path) -> anyhow::Result<()> {
-        binds::stage(spec, bundle)
-    }
-
     fn unstage_binds(&self, bundle: &Path) {
         binds::unstage(bundle)
+    }
+
+    fn resolve_sources(&self, sources: &[std::path::PathBuf]) -> ResolvedSources {
+        stockade_runtime::volumes::resolve(sources)
+    }
+
+    fn kubelet_range(&self, settings: &KubeletSettings) -> anyhow::Result<Option<KubeletRange>> {
+        stockade_runtime::kubelet::kubelet_range(settings).map_err(anyhow::Error::msg)
     }
 
     fn sweep_cgroups(&self, id: &str, record: &Record) -> anyhow::Result<()> {

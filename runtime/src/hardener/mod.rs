@@ -7,13 +7,19 @@
 //! cgroup limits, seccomp).
 
 mod devices;
+mod kubelet_userns;
 mod placement;
 mod policy;
 pub mod registry;
 mod resources;
+mod secrets;
 mod sysctls;
+pub mod volumes;
 
+pub use kubelet_userns::{kubelet_mapping, MIN_MAPPING_SIZE};
+pub use secrets::{SecretEnvFinding, SecretReason};
 pub use sysctls::{KUBERNETES_SAFE as KUBERNETES_SAFE_SYSCTLS, UNPRIVILEGED_PORT_START};
+pub use volumes::{Mapping, PlannedVolume, ResolvedSources, VolumeKind};
 
 use crate::idrange::IdRange;
 use crate::oci_spec::runtime::{
@@ -45,6 +51,9 @@ pub struct HardenContext {
     /// The node's cgroup driver for this container: systemd where the runtime options or
     /// the cgroupsPath ask for it and systemd runs the node on cgroup v2.
     pub cgroup_driver: CgroupDriver,
+    /// Bind sources with symlinks resolved (facts the shim gathers): hostPaths are judged,
+    /// and mounted, by where they really lead.
+    pub resolved_sources: ResolvedSources,
 }
 
 /// The seccomp filters to install, in order: the profile's default, then the pod's own.
@@ -61,6 +70,8 @@ pub struct Hardened {
     pub seccomp: SeccompPlan,
     /// `net.*` sysctls the shim writes in the pod's network namespace (see sysctls.rs).
     pub pod_sysctls: std::collections::BTreeMap<String, String>,
+    /// The spec's bind mounts, as the shim stages them (volumes.rs).
+    pub volumes: Vec<PlannedVolume>,
     pub report: Report,
 }
 
@@ -126,10 +137,13 @@ pub enum Rule {
     HostDevices,
     RunAsRoot,
     UnknownSandbox,
+    HostPath,
+    SecretInEnv,
+    UsernsMapping,
 }
 
 impl Rule {
-    pub const ALL: [Rule; 14] = [
+    pub const ALL: [Rule; 17] = [
         Rule::Privileged,
         Rule::HostNetwork,
         Rule::HostPid,
@@ -144,6 +158,9 @@ impl Rule {
         Rule::HostDevices,
         Rule::RunAsRoot,
         Rule::UnknownSandbox,
+        Rule::HostPath,
+        Rule::SecretInEnv,
+        Rule::UsernsMapping,
     ];
 
     pub fn name(&self) -> &'static str {
@@ -162,6 +179,9 @@ impl Rule {
             Rule::HostDevices => "host-devices",
             Rule::RunAsRoot => "run-as-root",
             Rule::UnknownSandbox => "unknown-sandbox",
+            Rule::HostPath => "host-path",
+            Rule::SecretInEnv => "secret-in-env",
+            Rule::UsernsMapping => "userns-mapping",
         }
     }
 }
@@ -209,6 +229,19 @@ pub fn harden(
 
     policy::check(&spec, profile, ctx, &mut report)?;
     sysctls::check(&spec, profile)?;
+    secrets::check(&spec, profile.policy.secret_in_env, &mut report)?;
+    let kubelet_mapped = if kubelet_userns::is_stockade_range(&spec, profile, ctx.id_range) {
+        None
+    } else {
+        kubelet_mapping(&spec, profile)?
+    };
+    if kubelet_mapped.is_some_and(|r| r != ctx.id_range) {
+        return Err(HardenError::InvalidSpec(format!(
+            "container {}: the pod's range {} is not kubelet's mapping in the spec",
+            ctx.container_id, ctx.id_range
+        )));
+    }
+    let volumes = volumes::plan(&mut spec, profile, ctx, &mut report)?;
     let pod_sysctls =
         sysctls::take_pod_netns_sysctls(&mut spec, profile, ctx.is_sandbox, &mut report);
 
@@ -217,7 +250,7 @@ pub fn harden(
 
     let mut linux = spec.linux().clone().unwrap_or_default();
     add_paths(&mut linux, profile, &mut report);
-    join_user_namespace(&mut linux, ctx, &mut report)?;
+    join_user_namespace(&mut linux, ctx, kubelet_mapped.is_some(), &mut report)?;
 
     let limited = resources::limit(
         linux.resources().clone().unwrap_or_default(),
@@ -260,6 +293,7 @@ pub fn harden(
             pod: pod_seccomp,
         },
         pod_sysctls,
+        volumes,
         report,
     })
 }
@@ -452,6 +486,7 @@ fn add_paths(linux: &mut crate::oci_spec::runtime::Linux, profile: &Profile, rep
 fn join_user_namespace(
     linux: &mut crate::oci_spec::runtime::Linux,
     ctx: &HardenContext,
+    kubelet_mapped: bool,
     report: &mut Report,
 ) -> Result<(), HardenError> {
     let mut namespaces = linux.namespaces().clone().unwrap_or_default();
@@ -471,7 +506,18 @@ fn join_user_namespace(
     {
         Some(existing) if *existing == user_ns => {}
         Some(existing) => {
-            report.change("userns", "the spec's user namespace replaced by the pod's");
+            report.change(
+                "userns",
+                if kubelet_mapped && ctx.is_sandbox {
+                    format!(
+                        "kubelet's mapping kept (container 0 is host {}), in a user namespace of \
+                         the pod's own instead of containerd's pinned one",
+                        ctx.id_range.first
+                    )
+                } else {
+                    "the spec's user namespace replaced by the pod's".to_string()
+                },
+            );
             *existing = user_ns;
         }
         None => {

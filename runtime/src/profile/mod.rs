@@ -3,7 +3,9 @@
 //! Loading validates everything (including the seccomp file, which must compile for the
 //! running architecture); every error names the file, the key and what is wrong.
 
+use crate::kubelet::{KubeletSettings, RawKubelet};
 use crate::oci_spec::runtime::{Capabilities, Capability, LinuxSeccomp};
+use crate::volume_settings::{RawVolumes, SecretInEnv, VolumeSettings};
 use serde::Deserialize;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -75,6 +77,10 @@ pub struct Profile {
     pub cgroups: CgroupSettings,
     pub policy: PolicySettings,
     pub audit: AuditSettings,
+    /// Facts about the node's kubelet (`[kubelet]`).
+    pub kubelet: KubeletSettings,
+    /// Bind mounts: idmapping, hostPaths (`[volumes]`).
+    pub volumes: VolumeSettings,
 }
 
 #[derive(Debug, Clone)]
@@ -156,6 +162,8 @@ pub struct PolicySettings {
     pub allowed_devices: Vec<String>,
     /// App containers whose process runs as UID 0 (`run-as-root` rule).
     pub run_as_root: RootPolicy,
+    /// Environment variables that look like secrets (rule `secret-in-env`).
+    pub secret_in_env: SecretInEnv,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -185,6 +193,10 @@ struct RawProfile {
     policy: RawPolicy,
     #[serde(default)]
     audit: RawAudit,
+    #[serde(default)]
+    kubelet: RawKubelet,
+    #[serde(default)]
+    volumes: RawVolumes,
 }
 
 #[derive(Deserialize)]
@@ -278,6 +290,8 @@ struct RawPolicy {
     allowed_devices: Vec<String>,
     #[serde(default = "default_run_as_root")]
     run_as_root: RootPolicy,
+    #[serde(default)]
+    secret_in_env: SecretInEnv,
 }
 
 /// A sysctl name (`net.ipv4.tcp_syncookies`) or a prefix ending in `*` (`net.ipv4.tcp_*`).
@@ -404,7 +418,10 @@ impl Profile {
             allowed_sysctls: raw.policy.allowed_sysctls,
             allowed_devices: raw.policy.allowed_devices,
             run_as_root: raw.policy.run_as_root,
+            secret_in_env: raw.policy.secret_in_env,
         };
+        let kubelet = raw.kubelet.validate().map_err(|(key, p)| err(key, p))?;
+        let volumes = raw.volumes.validate().map_err(|(key, p)| err(&key, p))?;
 
         if let Some(log) = &raw.audit.log {
             if !log.is_absolute() {
@@ -424,6 +441,8 @@ impl Profile {
             cgroups,
             policy,
             audit: AuditSettings { log: raw.audit.log },
+            kubelet,
+            volumes,
         })
     }
 }

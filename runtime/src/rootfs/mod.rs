@@ -43,7 +43,8 @@ use crate::idrange::IdRange;
 mod mount_api;
 mod plan;
 
-use mount_api::{attach, cpath, idmapped_clone, mount_overlay};
+pub(crate) use mount_api::{attach, idmapped_clone};
+use mount_api::{cpath, mount_overlay};
 use plan::{plan, Plan};
 
 /// One rootfs mount as containerd passes it (`type`, `source`, `options`).
@@ -171,7 +172,7 @@ pub fn mount_rootfs(
     range: IdRange,
     userns_fd: BorrowedFd<'_>,
 ) -> Result<MountedRootfs, RootfsError> {
-    let plan = plan(mounts)?;
+    let plan = plan(&crate::rootfs_idmap::take_idmap_options(mounts, range)?)?;
     if !range.is_valid() {
         return Err(RootfsError::Invalid(format!(
             "ID range {range} is not usable"
@@ -356,7 +357,7 @@ fn is_mount_point(path: &Path) -> Result<bool, RootfsError> {
 
 /// Unmount everything stacked on `path`: gently first, detached if busy. Not mounted
 /// (or missing) is success.
-fn unmount_all(path: &Path) -> Result<(), RootfsError> {
+pub(crate) fn unmount_all(path: &Path) -> Result<(), RootfsError> {
     use nix::errno::Errno;
     use nix::mount::{umount2, MntFlags};
     for _ in 0..32 {

@@ -37,7 +37,7 @@ fn idmap_refusal(source: &Path) -> String {
 }
 
 /// A detached clone of the tree at `source`, idmapped through `userns` and with `attrs`.
-pub(super) fn idmapped_clone(
+pub(crate) fn idmapped_clone(
     source: &Path,
     recursive: bool,
     attrs: u64,
@@ -100,7 +100,7 @@ pub(super) fn idmapped_clone(
 }
 
 /// Attach a detached mount (fd from open_tree or fsmount) at `path`.
-pub(super) fn attach(tree: &OwnedFd, path: &Path) -> Result<(), RootfsError> {
+pub(crate) fn attach(tree: &OwnedFd, path: &Path) -> Result<(), RootfsError> {
     move_mount(tree, "", CWD, path, MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH)
         .map_err(|e| io_err("attaching a mount at", path)(e.into()))
 }

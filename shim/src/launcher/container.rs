@@ -20,6 +20,7 @@ use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
 use nix::sched::CloneFlags;
 use nix::unistd::{Gid, Uid};
 use serde::{Deserialize, Serialize};
+use stockade_runtime::hardener::{PlannedVolume, VolumeKind};
 use stockade_runtime::idrange::IdRange;
 use stockade_runtime::oci_spec::runtime::{
     LinuxCapabilities, LinuxSeccomp, Process as OciProcess, Spec, User,
@@ -383,6 +384,18 @@ pub fn resume(id: &str, root: &Path) -> anyhow::Result<()> {
     load(id, root)?.resume().map_err(lc)
 }
 
+/// The pod's user namespace (`userns`, a sandbox's `/proc/PID/ns/user`), or for a sandbox
+/// whose namespace does not exist yet, a helper namespace with `range`'s mapping.
+fn pod_userns_fd(range: IdRange, userns: Option<&Path>) -> anyhow::Result<OwnedFd> {
+    Ok(match userns {
+        Some(path) => std::fs::File::open(path)
+            .with_context(|| format!("opening the pod's user namespace {}", path.display()))?
+            .into(),
+        None => stockade_runtime::userns::userns_fd(range)
+            .map_err(|e| anyhow!("user namespace for the pod's mapping: {e}"))?,
+    })
+}
+
 /// Mount the rootfs idmapped to the pod's range (see stockade_runtime::rootfs).
 pub fn mount_rootfs(
     mounts: &[RootfsMount],
@@ -391,14 +404,45 @@ pub fn mount_rootfs(
     range: IdRange,
     userns: Option<&Path>,
 ) -> anyhow::Result<()> {
-    let fd: OwnedFd = match userns {
-        Some(path) => std::fs::File::open(path)
-            .with_context(|| format!("opening the pod's user namespace {}", path.display()))?
-            .into(),
-        None => stockade_runtime::userns::userns_fd(range)
-            .map_err(|e| anyhow!("user namespace for the rootfs mapping: {e}"))?,
-    };
+    let fd = pod_userns_fd(range, userns)?;
     rootfs::mount_rootfs(mounts, target, staging, range, fd.as_fd()).map_err(|e| anyhow!("{e}"))?;
+    Ok(())
+}
+
+/// Stage the container's bind mounts (see stockade_runtime::volumes); a volume mounted
+/// without idmapping (the profile's `volumes.unidmappable = "unmapped"`) is logged loudly.
+pub fn stage_volumes(
+    volumes: &[PlannedVolume],
+    staging: &Path,
+    range: IdRange,
+    userns: Option<&Path>,
+) -> anyhow::Result<()> {
+    if volumes.is_empty() {
+        return Ok(());
+    }
+    let fd = pod_userns_fd(range, userns)?;
+    let staged = stockade_runtime::volumes::stage(volumes, staging, fd.as_fd())
+        .map_err(|e| anyhow!("{e}"))?;
+    for (n, fs_type) in &staged.unmapped {
+        let v = &volumes[*n];
+        let (volume, source) = (v.destination.display(), v.source.display());
+        if v.kind == VolumeKind::PodFile {
+            tracing::debug!(%volume, %source, fs_type, "containerd's pod file bound without idmapping");
+            continue;
+        }
+        tracing::warn!(
+            %volume,
+            %source,
+            fs_type,
+            "volume mounted WITHOUT idmapping (volumes.unidmappable = \"unmapped\"): its files keep \
+             their host IDs, which the pod sees as nobody"
+        );
+    }
+    tracing::debug!(
+        idmapped = staged.idmapped,
+        plain = staged.plain,
+        "volumes staged"
+    );
     Ok(())
 }
 

@@ -13,6 +13,7 @@ use std::path::PathBuf;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
+use stockade_runtime::hardener::PlannedVolume;
 use stockade_runtime::idrange::IdRange;
 pub use stockade_runtime::rootfs::RootfsMount;
 
@@ -47,6 +48,14 @@ pub enum Request {
     Unmount {
         target: PathBuf,
         staging: PathBuf,
+    },
+    /// Stage the container's bind mounts at `<staging>/<index>`, idmapped through the pod's
+    /// user namespace (`userns` and `range` as for Mount). Unstaged from the path alone.
+    StageVolumes {
+        volumes: Vec<PlannedVolume>,
+        staging: PathBuf,
+        range: IdRange,
+        userns: Option<PathBuf>,
     },
     /// Create the container (init waits for Start), returns the init pid.
     Create {

@@ -187,6 +187,12 @@ fn handle(req: Request, fds: Vec<OwnedFd>) -> anyhow::Result<Option<i32>> {
         Request::Unmount { target, staging } => {
             container::unmount_rootfs(&target, &staging).map(|_| None)
         }
+        Request::StageVolumes {
+            volumes,
+            staging,
+            range,
+            userns,
+        } => container::stage_volumes(&volumes, &staging, range, userns.as_deref()).map(|_| None),
         Request::Create {
             id,
             root,

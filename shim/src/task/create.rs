@@ -11,7 +11,10 @@ use containerd_shim_protos::api::{CreateTaskRequest, CreateTaskResponse};
 use containerd_shim_protos::events::task::{TaskCreate, TaskIO};
 use containerd_shim_protos::protobuf::MessageField;
 use stockade_runtime::audit::AuditEvent;
-use stockade_runtime::hardener::{self, CgroupDriver, HardenContext, HardenError, Hardened};
+use stockade_runtime::hardener::{
+    self, volumes, CgroupDriver, HardenContext, HardenError, Hardened, ResolvedSources,
+};
+use stockade_runtime::idrange::IdRange;
 use stockade_runtime::pod::{self, KnownSandbox, PodIdentity};
 use stockade_runtime::profile::Profile;
 use tracing::Instrument;
@@ -20,12 +23,12 @@ use super::process::{Container, Proc};
 use super::spawn::Spawned;
 use super::undo::{Undo, UndoStep};
 use super::{pid_u32, TaskService};
-use crate::audit;
 use crate::error::{Result, ShimError};
 use crate::io::StdioPaths;
 use crate::launcher::container::FilterPlan;
 use crate::launcher::{Request, RootfsMount};
 use crate::state::{self, Record};
+use crate::{audit, binds};
 
 /// What Create decided before touching the node.
 struct Decision {
@@ -41,6 +44,9 @@ struct Decision {
     /// systemd where the runtime options or the cgroupsPath ask for it and systemd runs
     /// the node on cgroup v2.
     cgroup_driver: CgroupDriver,
+    /// The sandbox's range, for an app container of a pod this shim runs.
+    pod_range: Option<IdRange>,
+    resolved_sources: ResolvedSources,
 }
 
 impl TaskService {
@@ -83,14 +89,36 @@ impl TaskService {
         };
         record.save(&bundle)?;
         undo.push(UndoStep::RemoveRecord);
-        let id_range = match self.inner.host.id_range(&d.pod, d.profile.userns) {
-            Ok(range) => range,
+        // hostUsers: false: kubelet chose the pod's mapping; otherwise the pod gets a range.
+        let kubelet_mapping = match hardener::kubelet_mapping(&d.spec, &d.profile) {
+            Ok(mapping) => mapping,
             Err(e) => {
+                audit::record(
+                    &d.profile,
+                    AuditEvent::from_outcome(&id, &d.pod, &d.profile.name, Err(&e))
+                        .with_image(d.image.as_deref()),
+                );
                 self.run_undo(undo).await;
-                return Err(ShimError::ResourceExhausted(format!("{e:#}")));
+                return Err(ShimError::from_harden(e, Some(&d.source)));
             }
         };
-        if d.pod.is_sandbox {
+        let id_range = match (kubelet_mapping, d.pod_range) {
+            (Some(mapping), Some(pod)) if mapping != pod => {
+                self.run_undo(undo).await;
+                return Err(ShimError::InvalidArgument(format!(
+                    "container {id}: kubelet's mapping {mapping} differs from its sandbox's {pod}"
+                )));
+            }
+            (Some(mapping), _) => mapping,
+            (None, _) => match self.inner.host.id_range(&d.pod, d.profile.userns) {
+                Ok(range) => range,
+                Err(e) => {
+                    self.run_undo(undo).await;
+                    return Err(ShimError::ResourceExhausted(format!("{e:#}")));
+                }
+            },
+        };
+        if d.pod.is_sandbox && kubelet_mapping.is_none() {
             undo.push(UndoStep::ReleaseRange {
                 sandbox_id: d.pod.sandbox_id.clone(),
                 pool: d.profile.userns,
@@ -106,6 +134,7 @@ impl TaskService {
             // The shim runs in the host's network namespace.
             netns_path_is_host: stockade_runtime::namespaces::spec_netns_is_host(&d.spec),
             cgroup_driver: d.cgroup_driver,
+            resolved_sources: d.resolved_sources.clone(),
         };
         let outcome = tracing::debug_span!("create.harden")
             .in_scope(|| hardener::harden(d.spec.clone(), &d.profile, &ctx));
@@ -205,6 +234,7 @@ impl TaskService {
                 .map_err(|e| ShimError::Internal(e.into()))?
                 .map_err(|e| ShimError::InvalidArgument(e.to_string()))?
         };
+        self.check_kubelet_overlap(&profile)?;
         let config = bundle.join("config.json");
         let original = bundle.join(state::ORIGINAL_SPEC);
         // A retried Create must harden what containerd wrote, not our own output.
@@ -213,7 +243,7 @@ impl TaskService {
             .map_err(|e| ShimError::InvalidArgument(e.to_string()))?;
         let annotations = spec.annotations().clone().unwrap_or_default();
         let pod = PodIdentity::from_annotations(&req.id, &annotations);
-        let (pod_userns, pod_pids) = {
+        let (pod_userns, pod_pids, pod_range) = {
             let table = self.inner.table.lock().await;
             let known = table.get(&pod.sandbox_id).ok().map(|s| KnownSandbox {
                 namespace: s.record.namespace.clone(),
@@ -228,8 +258,16 @@ impl TaskService {
                 );
                 return Err(ShimError::from_harden(HardenError::Refused(refusal), None));
             }
-            (table.pod_userns(&pod)?, table.pod_pids(&pod))
+            (
+                table.pod_userns(&pod)?,
+                table.pod_pids(&pod),
+                table.pod_range(&pod),
+            )
         };
+        let resolved_sources = self
+            .inner
+            .host
+            .resolve_sources(&volumes::bind_sources(&spec));
         Ok(Decision {
             profile_path,
             profile,
@@ -240,7 +278,25 @@ impl TaskService {
             pod,
             pod_userns,
             pod_pids,
+            pod_range,
+            resolved_sources,
         })
+    }
+
+    /// The shim refuses a profile whose ID pool overlaps kubelet's user-namespace range.
+    fn check_kubelet_overlap(&self, profile: &Profile) -> Result<()> {
+        let source = profile.source.display();
+        let kubelet = self
+            .inner
+            .host
+            .kubelet_range(&profile.kubelet)
+            .map_err(|e| ShimError::InvalidArgument(format!("profile {source}: {e:#}")))?;
+        match stockade_runtime::kubelet::pool_overlap(&profile.userns, kubelet.as_ref()) {
+            Some(why) => Err(ShimError::InvalidArgument(format!(
+                "profile {source} refused: {why}"
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// Carry out the hardened spec; every step pushes its undo first.
@@ -306,10 +362,26 @@ impl TaskService {
                 .instrument(tracing::debug_span!("create.mount_rootfs"))
                 .await?;
         }
-        let bundle_span = tracing::debug_span!("create.bundle").entered();
-        host.open_bundle(&hardened.spec, &bundle, ctx.id_range)?;
-        undo.push(UndoStep::UnstageBinds);
-        host.stage_binds(&mut hardened.spec, &bundle)?;
+        let bundle_span = tracing::debug_span!("create.bundle");
+        bundle_span.in_scope(|| host.open_bundle(&hardened.spec, &bundle, ctx.id_range))?;
+        let planned = std::mem::take(&mut hardened.volumes);
+        if !planned.is_empty() {
+            let staging = binds::staging_dir(&bundle);
+            undo.push(UndoStep::UnstageBinds);
+            let stage = Request::StageVolumes {
+                volumes: planned.clone(),
+                staging: staging.clone(),
+                range: ctx.id_range,
+                userns: ctx.pod_userns.clone(),
+            };
+            self.inner
+                .launcher
+                .call(stage, Vec::new())
+                .instrument(tracing::debug_span!("create.stage_volumes"))
+                .await?;
+            volumes::point_at_staging(&mut hardened.spec, &planned, &staging);
+        }
+        let bundle_span = bundle_span.entered();
         hardened
             .spec
             .save(&config)

@@ -153,6 +153,14 @@ impl ProcessTable {
         ))))
     }
 
+    /// The host ID range the pod's sandbox got (for an app container), if this shim runs it.
+    pub fn pod_range(&self, pod: &PodIdentity) -> Option<stockade_runtime::idrange::IdRange> {
+        (!pod.is_sandbox)
+            .then(|| self.containers.get(&pod.sandbox_id))
+            .flatten()
+            .map(|c| c.ctx.id_range)
+    }
+
     /// Init PIDs of the pod's running containers: the processes whose namespaces a new
     /// container of the pod may join.
     pub fn pod_pids(&self, pod: &PodIdentity) -> Vec<i32> {

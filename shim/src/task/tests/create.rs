@@ -13,8 +13,8 @@ async fn a_container_runs_through_its_life_and_delete_undoes_create() {
     let pid = f.create("c1").await.unwrap();
     assert_eq!(pid, 1000);
     let (launcher, host) = f.calls();
-    assert_eq!(launcher, strings(&["mount", "create"]));
-    assert_eq!(host, strings(&["id_range", "open_bundle", "stage_binds"]));
+    assert_eq!(launcher, strings(&["mount", "stage_volumes", "create"]));
+    assert_eq!(host, strings(&["id_range", "open_bundle"]));
     let bundle = f.dir.path().join("c1");
     for file in [
         state::RECORD_FILE,
@@ -83,26 +83,19 @@ async fn a_failure_at_each_create_step_undoes_exactly_what_was_done() {
             code: Code::INTERNAL,
         },
         Case {
-            launcher_fails: None,
-            host_fails: Some("stage_binds"),
-            launcher: &["mount", "unmount"],
-            host: &[
-                "id_range",
-                "open_bundle",
-                "stage_binds",
-                "unstage_binds",
-                "release_range",
-            ],
+            launcher_fails: Some("stage_volumes"),
+            host_fails: None,
+            launcher: &["mount", "stage_volumes", "unmount"],
+            host: &["id_range", "open_bundle", "unstage_binds", "release_range"],
             code: Code::INTERNAL,
         },
         Case {
             launcher_fails: Some("create"),
             host_fails: None,
-            launcher: &["mount", "create", "unmount"],
+            launcher: &["mount", "stage_volumes", "create", "unmount"],
             host: &[
                 "id_range",
                 "open_bundle",
-                "stage_binds",
                 "sweep",
                 "unstage_binds",
                 "release_range",
@@ -147,11 +140,7 @@ async fn a_refused_container_gives_its_range_back_and_leaves_nothing() {
         linux.set_namespaces(Some(namespaces));
         spec.set_linux(Some(linux));
     });
-    let e = f
-        .service
-        .create(f.create_request("c1", &bundle))
-        .await
-        .unwrap_err();
+    let e = f.create_err("c1", &bundle).await;
     assert_eq!(code(&e), Code::PERMISSION_DENIED);
     assert!(e.to_string().contains("host-pid"), "{e}");
     let (launcher, host) = f.calls();
@@ -169,13 +158,7 @@ async fn when_the_sweep_fails_the_range_and_the_record_are_kept_for_shim_delete(
     let (_, host) = f.calls();
     assert_eq!(
         host,
-        strings(&[
-            "id_range",
-            "open_bundle",
-            "stage_binds",
-            "sweep",
-            "unstage_binds"
-        ])
+        strings(&["id_range", "open_bundle", "sweep", "unstage_binds"])
     );
     assert!(f.dir.path().join("c1").join(state::RECORD_FILE).exists());
     assert_eq!(f.host.ranges.lock().unwrap().len(), 1);

@@ -149,11 +149,7 @@ async fn pause_and_resume_follow_the_state_machine() {
 async fn an_app_container_joins_its_running_sandbox_and_is_refused_without_one() {
     let f = Fixture::new();
     let bundle = f.bundle("app", Some("pod"), |_| {});
-    let e = f
-        .service
-        .create(f.create_request("app", &bundle))
-        .await
-        .unwrap_err();
+    let e = f.create_err("app", &bundle).await;
     assert_eq!(code(&e), Code::PERMISSION_DENIED);
     assert!(e.to_string().contains("rule `unknown-sandbox`"), "{e}");
     f.create("pod").await.unwrap();
@@ -164,7 +160,7 @@ async fn an_app_container_joins_its_running_sandbox_and_is_refused_without_one()
         .await
         .unwrap();
     let (_, host) = f.calls();
-    assert_eq!(host, strings(&["id_range", "open_bundle", "stage_binds"]));
+    assert_eq!(host, strings(&["id_range", "open_bundle"]));
     // Deleting the app container gives no range back: the pod's stays with its sandbox.
     f.service.on_exit(1001, 0).await;
     f.delete("app", "").await.unwrap();

@@ -4,6 +4,7 @@
 
 mod create;
 mod lifecycle;
+mod volumes;
 
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
@@ -20,7 +21,9 @@ use containerd_shim_protos::api::{
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use containerd_shim_protos::ttrpc::Code;
 use containerd_shim_protos::types::mount::Mount;
+use stockade_runtime::hardener::ResolvedSources;
 use stockade_runtime::idrange::IdRange;
+use stockade_runtime::kubelet::{KubeletRange, KubeletSettings};
 use stockade_runtime::oci_spec::runtime::{Process, Spec};
 use stockade_runtime::pod::PodIdentity;
 use stockade_runtime::profile::IdPoolSettings;
@@ -57,6 +60,7 @@ fn op(req: &Request) -> &'static str {
     match req {
         Request::Mount { .. } => "mount",
         Request::Unmount { .. } => "unmount",
+        Request::StageVolumes { .. } => "stage_volumes",
         Request::Create { .. } => "create",
         Request::Start { .. } => "start",
         Request::Exec { .. } => "exec",
@@ -96,6 +100,8 @@ struct FakeHost {
     fail: Mutex<Option<&'static str>>,
     ranges: Mutex<HashMap<String, IdRange>>,
     dead: Mutex<Vec<i32>>,
+    /// What kubelet_range answers.
+    kubelet: Mutex<Option<KubeletRange>>,
 }
 
 impl FakeHost {
@@ -139,12 +145,16 @@ impl Host for FakeHost {
         self.step("open_bundle")
     }
 
-    fn stage_binds(&self, _spec: &mut Spec, _bundle: &Path) -> anyhow::Result<()> {
-        self.step("stage_binds")
-    }
-
     fn unstage_binds(&self, _bundle: &Path) {
         push(&self.log, "unstage_binds");
+    }
+
+    fn resolve_sources(&self, _sources: &[PathBuf]) -> ResolvedSources {
+        ResolvedSources::new()
+    }
+
+    fn kubelet_range(&self, _settings: &KubeletSettings) -> anyhow::Result<Option<KubeletRange>> {
+        Ok(*self.kubelet.lock().unwrap())
     }
 
     fn sweep_cgroups(&self, _id: &str, _record: &Record) -> anyhow::Result<()> {
@@ -229,6 +239,7 @@ impl Fixture {
             fail: Mutex::new(None),
             ranges: Mutex::new(HashMap::new()),
             dead: Mutex::new(Vec::new()),
+            kubelet: Mutex::new(None),
         });
         let events = Log::default();
         let service = TaskService::new(
@@ -251,11 +262,20 @@ impl Fixture {
     }
 
     /// A bundle with a config.json for container `id` (a pod of its own when `sandbox` is
-    /// None, else an app container of that sandbox).
+    /// None, else an app container of that sandbox), with one read-only hostPath volume.
     fn bundle(&self, id: &str, sandbox: Option<&str>, edit: impl FnOnce(&mut Spec)) -> PathBuf {
         let bundle = self.dir.path().join(id);
         std::fs::create_dir_all(bundle.join("rootfs")).unwrap();
         let mut spec = Spec::default();
+        let mut mounts = spec.mounts().clone().unwrap_or_default();
+        mounts.push(
+            serde_json::from_value(serde_json::json!({
+                "destination": "/data", "type": "bind", "source": "/srv/data",
+                "options": ["rbind", "ro"]
+            }))
+            .unwrap(),
+        );
+        spec.set_mounts(Some(mounts));
         if let Some(sandbox) = sandbox {
             spec.set_annotations(Some(HashMap::from([
                 (
@@ -290,6 +310,14 @@ impl Fixture {
             .into(),
             ..Default::default()
         }
+    }
+
+    /// Create from `bundle`, which must fail: the error.
+    async fn create_err(&self, id: &str, bundle: &Path) -> ShimError {
+        self.service
+            .create(self.create_request(id, bundle))
+            .await
+            .unwrap_err()
     }
 
     async fn create(&self, id: &str) -> Result<u32, ShimError> {
