@@ -107,6 +107,9 @@ fn denied_syscalls_and_refusals_reach_the_exporter() {
         .unwrap_or_else(|e| panic!("{e}\n{}", prom.log()));
     assert_eq!(scraped_before, privileged_before);
 
+    let root_finding = ["rule=\"run-as-root\"", "profile=\"default\""];
+    let findings_before = monitor.sum("stockade_policy_findings_total", &root_finding);
+
     // sethostname is denied (EPERM) by the default filter. `hostname` exits at once, so by
     // the time its record is read the pid is gone: the record's UID, from the pod's host
     // range, still names the pod (and, with one container, the container).
@@ -137,6 +140,17 @@ fn denied_syscalls_and_refusals_reach_the_exporter() {
         "{}",
         monitor.diagnosis()
     );
+
+    // The default profile audits (does not refuse) a container running as root.
+    let findings = monitor.wait_for(
+        "stockade_policy_findings_total",
+        &root_finding,
+        findings_before + 1.0,
+    );
+    assert!(findings > findings_before, "{}", monitor.diagnosis());
+    // The pod's range, released when `--rm` deleted it, waits in quarantine.
+    let quarantined = monitor.wait_for("stockade_id_ranges_quarantined", &[], 1.0);
+    assert!(quarantined >= 1.0, "{}", monitor.diagnosis());
 
     let refused = common::ctr_run(
         &c,

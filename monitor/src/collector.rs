@@ -152,18 +152,28 @@ fn distinct_pools(pools: &[IdPoolSettings]) -> Vec<IdPoolSettings> {
     out
 }
 
-/// ID ranges in use (every allocation on the node) and free (slots of the pools that
-/// overlap no allocation), read from the allocator's state file under its lock.
+/// The allocator's view of the node's ID ranges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct IdRangeUsage {
+    /// Every allocation on the node.
+    pub in_use: u64,
+    /// Slots of the pools that overlap no allocation.
+    pub free: u64,
+    /// Released ranges still in quarantine.
+    pub quarantined: u64,
+}
+
+/// The ID range usage, read from the allocator's state file under its lock.
 pub fn id_range_usage_from_state(
     state: &Path,
     pools: &[IdPoolSettings],
-) -> Result<(u64, u64), IdRangeError> {
+) -> Result<IdRangeUsage, IdRangeError> {
     let pools = distinct_pools(pools);
     let table = match pools.first() {
         // Not created yet: nothing allocated (and nothing created by us).
         Some(_) if !state.exists() => IdTable::default(),
         Some(first) => IdAllocator::open(state, *first)?.table()?,
-        None => return Ok((0, 0)),
+        None => return Ok(IdRangeUsage::default()),
     };
     let ranges: Vec<_> = table.iter().map(|(_, a)| a.range).collect();
     let mut free = 0u64;
@@ -176,7 +186,11 @@ pub fn id_range_usage_from_state(
             })
             .count() as u64;
     }
-    Ok((ranges.len() as u64, free))
+    Ok(IdRangeUsage {
+        in_use: ranges.len() as u64,
+        free,
+        quarantined: table.quarantined_count() as u64,
+    })
 }
 
 fn process_exists(pid: i32) -> bool {
@@ -252,10 +266,14 @@ impl Collector {
         let usage = match &self.settings.id_state {
             Some(state) if !pools.is_empty() => id_range_usage_from_state(state, pools)
                 .map_err(|e| tracing::warn!(error = %e, "cannot read the ID range state"))
-                .ok(),
-            _ => Some(id_range_usage(pools, &running_records)),
+                .ok()
+                .map(|u| (u.in_use, u.free, Some(u.quarantined))),
+            _ => {
+                let (in_use, free) = id_range_usage(pools, &running_records);
+                Some((in_use, free, None))
+            }
         };
-        if let Some((in_use, free)) = usage {
+        if let Some((in_use, free, quarantined)) = usage {
             out.family(
                 "stockade_id_ranges_in_use",
                 Kind::Gauge,
@@ -269,6 +287,14 @@ impl Collector {
                     "Host ID ranges left in the profiles' pools.",
                 );
                 out.sample("stockade_id_ranges_free", &[], free as f64);
+            }
+            if let Some(quarantined) = quarantined {
+                out.family(
+                    "stockade_id_ranges_quarantined",
+                    Kind::Gauge,
+                    "Released host ID ranges held back from reuse until their quarantine ends.",
+                );
+                out.sample("stockade_id_ranges_quarantined", &[], quarantined as f64);
             }
         }
         out
@@ -333,6 +359,18 @@ impl Collector {
                 "stockade_hardening_decisions_total",
                 &[("event", kind.name())],
                 n as f64,
+            );
+        }
+        out.family(
+            "stockade_policy_findings_total",
+            Kind::Counter,
+            "What a rule in audit mode let through (run-as-root, secret-in-env, ...), by rule and profile (from the audit trail).",
+        );
+        for ((rule, profile), n) in &counts.findings {
+            out.sample(
+                "stockade_policy_findings_total",
+                &[("rule", rule), ("profile", profile)],
+                *n as f64,
             );
         }
         out.family(

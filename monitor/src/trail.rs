@@ -13,6 +13,8 @@ pub struct TrailCounts {
     pub refusals: BTreeMap<String, u64>,
     /// Every decision by event name.
     pub decisions: BTreeMap<&'static str, u64>,
+    /// Findings (what a rule in audit mode let through) by (rule, profile).
+    pub findings: BTreeMap<(String, String), u64>,
     /// Lines that were not audit events.
     pub invalid_lines: u64,
 }
@@ -29,6 +31,13 @@ impl TrailCounts {
                 if event.event.is_refusal() {
                     let rule = event.rule.unwrap_or_else(|| "unknown".into());
                     *self.refusals.entry(rule).or_default() += 1;
+                }
+                let profile = event.profile.unwrap_or_else(|| "unknown".into());
+                for finding in event.findings {
+                    *self
+                        .findings
+                        .entry((finding.rule, profile.clone()))
+                        .or_default() += 1;
                 }
             }
             Err(e) => {
@@ -74,6 +83,7 @@ mod tests {
 
     const REFUSED: &str = r#"{"event":"refused","rule":"privileged","profile":"default"}"#;
     const HARDENED: &str = r#"{"event":"hardened","profile":"default"}"#;
+    const WITH_FINDINGS: &str = r#"{"event":"hardened","profile":"default","findings":[{"rule":"run-as-root","reason":"runs as UID 0"},{"rule":"secret-in-env","reason":"API_TOKEN"}]}"#;
     const UPDATE_REFUSED: &str = r#"{"event":"update-refused","rule":"memory-ceiling"}"#;
 
     #[test]
@@ -95,6 +105,13 @@ mod tests {
         tail.poll(&mut counts).unwrap();
         assert_eq!(counts.refusals.get("memory-ceiling"), Some(&1));
         assert_eq!(counts.decisions.get("hardened"), Some(&1));
+        assert!(counts.findings.is_empty());
+        writeln!(f, "{WITH_FINDINGS}").unwrap();
+        tail.poll(&mut counts).unwrap();
+        let key = |rule: &str| (rule.to_string(), "default".to_string());
+        assert_eq!(counts.findings.get(&key("run-as-root")), Some(&1));
+        assert_eq!(counts.findings.get(&key("secret-in-env")), Some(&1));
+        assert_eq!(counts.decisions.get("hardened"), Some(&2));
 
         // Rotation: rename away (after one more line), new file at the path.
         writeln!(f, "{REFUSED}").unwrap();
@@ -108,7 +125,7 @@ mod tests {
         tail.poll(&mut counts).unwrap();
         std::fs::write(&path, format!("{HARDENED}\n")).unwrap();
         tail.poll(&mut counts).unwrap();
-        assert_eq!(counts.decisions.get("hardened"), Some(&2));
+        assert_eq!(counts.decisions.get("hardened"), Some(&3));
         assert_eq!(counts.refusals.get("privileged"), Some(&3));
     }
 }
