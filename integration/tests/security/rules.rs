@@ -213,11 +213,17 @@ fn refused(out: &std::process::Output) -> Res {
     Res::of(Outcome::Blocked, format!("runtime refused it: {why}"))
 }
 
-/// A pod leaves a 0600 file in a shared 1777 host directory and is deleted; the next
-/// pod tries to read and append to it (which works when it got the same host IDs).
+/// A pod is deleted and the next one starts: does it run as the deleted pod's host IDs
+/// (which would give it whatever the first pod left owned by them: processes, files on a
+/// filesystem that cannot be idmapped)? The first pod notes its host root in a shared
+/// directory below the test profiles' one writable hostPath (rule `host-path`); volumes
+/// are idmapped, so the note itself is owned as under runc.
 fn id_range_reuse(c: &Containerd, rt: &TestRuntime) -> Res {
     let l = label(rt);
-    let shared = c.dir.join(format!("{l}-shared"));
+    let shared = paths::test_volumes_dir().join(format!(
+        "{l}-shared-{}",
+        c.dir.file_name().unwrap_or_default().to_string_lossy()
+    ));
     let made = std::fs::create_dir_all(&shared)
         .and_then(|()| std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)));
     if let Err(e) = made {
@@ -232,31 +238,23 @@ fn id_range_reuse(c: &Containerd, rt: &TestRuntime) -> Res {
     };
     let first = run(
         &format!("{l}-ida"),
-        "echo secret > /shared/left-behind && chmod 600 /shared/left-behind",
+        "awk '{print $2; exit}' /proc/self/uid_map > /shared/first-root",
     );
-    let file = shared.join("left-behind");
-    let result = match std::fs::metadata(&file) {
+    let result = match std::fs::read_to_string(shared.join("first-root")) {
         Err(e) => Res::error(format!(
-            "the first pod left no file ({e}): {}",
+            "the first pod left no note ({e}): {}",
             describe(&first)
         )),
-        Ok(md) => {
+        Ok(_) => {
             let second = run(
                 &format!("{l}-idb"),
-                "root=$(awk '{print $2; exit}' /proc/self/uid_map); \
-                 if cat /shared/left-behind > /tmp/read 2>/tmp/err && echo more >> /shared/left-behind; \
-                 then echo \"PROBE id-range-reuse ALLOWED read and appended to it as host uid $root\"; \
-                 else echo \"PROBE id-range-reuse BLOCKED $(cat /tmp/err) as host uid $root\"; fi",
+                "first=$(cat /shared/first-root); root=$(awk '{print $2; exit}' /proc/self/uid_map); \
+                 if [ \"$first\" = \"$root\" ]; \
+                 then echo \"PROBE id-range-reuse ALLOWED the next pod runs as the deleted pod's host root $root\"; \
+                 else echo \"PROBE id-range-reuse BLOCKED the next pod runs as host root $root, the deleted pod ran as $first\"; fi",
             );
             match parse_probe_lines(&String::from_utf8_lossy(&second.stdout)).first() {
-                Some(line) => Res::of(
-                    line.outcome,
-                    format!(
-                        "file of the deleted pod (host uid {}, mode 0600): {}",
-                        md.uid(),
-                        line.detail
-                    ),
-                ),
+                Some(line) => Res::of(line.outcome, line.detail.clone()),
                 None => Res::error(describe(&second)),
             }
         }
