@@ -77,9 +77,11 @@ impl DeviceNode {
         self.dir.path().join("kmsg")
     }
 
+    /// Read-only: a hostPath outside the profile's list may only be mounted so (rule
+    /// `host-path`), and a read-only mount still lets a device node open for writing.
     fn ctr_mount(&self) -> String {
         format!(
-            "type=bind,src={},dst=/dev/stockade-kmsg,options=rbind:rw",
+            "type=bind,src={},dst=/dev/stockade-kmsg,options=rbind:ro",
             self.path().display()
         )
     }
