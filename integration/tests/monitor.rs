@@ -100,12 +100,17 @@ fn denied_syscalls_and_refusals_reach_the_exporter() {
         .expect("a private Prometheus (Debian package prometheus; `make test` installs it)");
     let id = format!("mon-{}", std::process::id());
     let privileged_before = monitor.sum("stockade_policy_refusals_total", &["rule=\"privileged\""]);
-    // Prometheus has the counter before the refusal, so the alert sees it increase.
+    // Prometheus has the counter before the refusal, so the alert sees it increase. `+ 1`:
+    // a sum of no series is 0, so a counter still at 0 must be seen to exist.
     let refusals = "stockade_policy_refusals_total{job=\"stockade\",rule=\"privileged\"}";
     let scraped_before = prom
-        .wait_for_sum(refusals, privileged_before, PROMETHEUS_TIMEOUT)
+        .wait_for_sum(
+            &format!("{refusals} + 1"),
+            privileged_before + 1.0,
+            PROMETHEUS_TIMEOUT,
+        )
         .unwrap_or_else(|e| panic!("{e}\n{}", prom.log()));
-    assert_eq!(scraped_before, privileged_before);
+    assert_eq!(scraped_before, privileged_before + 1.0);
 
     let root_finding = ["rule=\"run-as-root\"", "profile=\"default\""];
     let findings_before = monitor.sum("stockade_policy_findings_total", &root_finding);
@@ -199,8 +204,27 @@ fn denied_syscalls_and_refusals_reach_the_exporter() {
             1.0,
             PROMETHEUS_TIMEOUT,
         )
-        .unwrap_or_else(|e| panic!("{e}\n{}", prom.log()));
+        .unwrap_or_else(|e| panic!("{e}\n{}\n{}", alert_diagnosis(&prom), prom.log()));
     assert_eq!(firing, 1.0);
+}
+
+/// What Prometheus makes of the refusal alert: its input, its rule state, its alerts.
+fn alert_diagnosis(prom: &Prometheus) -> String {
+    let increase = prom.query(
+        "sum by (instance, rule) (increase(stockade_policy_refusals_total{rule=\"privileged\"}[15m]))",
+    );
+    let raw = prom.query("stockade_policy_refusals_total{rule=\"privileged\"}[30s]");
+    let rule = prom.api("rules", &[]).map(|groups| {
+        groups["groups"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|g| g["rules"].as_array().into_iter().flatten())
+            .find(|r| r["name"] == "StockadePolicyRefusals")
+            .cloned()
+    });
+    let alerts = prom.api("alerts", &[]);
+    format!("increase: {increase:?}\nsamples: {raw:?}\nrule: {rule:?}\nalerts: {alerts:?}")
 }
 
 /// Prometheus scrapes and evaluates every second; this only guards against hanging.
