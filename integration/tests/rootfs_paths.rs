@@ -68,6 +68,12 @@ fn install_images(c: &Containerd, outside: &Path) {
         .unwrap();
 }
 
+/// A container's run under runc and under Stockade.
+struct Pair {
+    runc: Output,
+    stockade: Output,
+}
+
 fn runtimes() -> [TestRuntime; 2] {
     [TestRuntime::runc(), TestRuntime::stockade().unwrap()]
 }
@@ -109,80 +115,213 @@ fn volume(c: &Containerd, name: &str) -> std::path::PathBuf {
     dir
 }
 
+/// `image` with `flags` under runc, then Stockade (ids `<id>-runc`, `<id>-stockade`).
+fn both(c: &Containerd, flags: &[&str], image: &str, id: &str, cmd: &[&str]) -> Pair {
+    let [runc, stockade] = runtimes();
+    Pair {
+        runc: run(c, &runc, flags, image, &format!("{id}-runc"), cmd),
+        stockade: run(c, &stockade, flags, image, &format!("{id}-stockade"), cmd),
+    }
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Every entry of `dir` (none expected: in-root resolution never reaches it).
+fn entries(dir: &Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect()
+}
+
+/// A mount destination through a symlink of the image (to a directory that exists, to
+/// one that does not, a file bind through a dangling relative link as Ubuntu's
+/// /etc/resolv.conf is, and a link aimed out of the rootfs) runs under runc and Stockade
+/// alike: the volume is at the destination and at the link's in-root target, and nothing
+/// appears outside the rootfs.
 #[test]
-fn explore() {
+fn symlinked_destinations_run_as_under_runc() {
+    let c = start();
+    let outside = c.dir.join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    install_images(&c, &outside);
+    let vol = volume(&c, "vol");
+    let resolv = c.dir.join("resolv.conf");
+    std::fs::write(&resolv, "nameserver 192.0.2.1\n").unwrap();
+    std::fs::set_permissions(&resolv, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let inside_outside = outside.display().to_string();
+    // (case, source, destination, where the mount must also show)
+    let cases = [
+        ("link-to-dir", &vol, "/data/x", "/var/data/x".to_string()),
+        (
+            "dangling-link",
+            &vol,
+            "/dangling/x",
+            "/srv/none/x".to_string(),
+        ),
+        (
+            "out-of-rootfs-link",
+            &vol,
+            "/etc/evil/sub",
+            format!("{inside_outside}/sub"),
+        ),
+        (
+            "file-through-dangling-link",
+            &resolv,
+            "/etc/resolv.conf",
+            "/run/systemd/resolve/stub-resolv.conf".to_string(),
+        ),
+    ];
+    for (case, src, dst, resolved) in cases {
+        let mount = format!("type=bind,src={},dst={dst},options=rbind:ro", src.display());
+        let file = if src.is_dir() { "/marker" } else { "" };
+        let script = format!("cat {dst}{file} && cat {resolved}{file}");
+        let pair = both(
+            &c,
+            &["--mount", &mount],
+            LINKS_IMAGE,
+            case,
+            &["sh", "-c", &script],
+        );
+        let expected = std::fs::read_to_string(if src.is_dir() {
+            src.join("marker")
+        } else {
+            src.to_path_buf()
+        })
+        .unwrap();
+        for (label, out) in [("runc", &pair.runc), ("stockade", &pair.stockade)] {
+            eprintln!(
+                "[rootfs paths] {case} under {label}: {}",
+                describe(out).trim_end()
+            );
+            assert!(
+                out.status.success(),
+                "{case} under {label}: {}",
+                describe(out)
+            );
+            assert_eq!(
+                String::from_utf8_lossy(&out.stdout),
+                expected.repeat(2),
+                "{case} under {label}: the volume at {dst} and {resolved}"
+            );
+        }
+        assert!(
+            entries(&outside).is_empty(),
+            "{case}: written outside the rootfs: {:?}",
+            entries(&outside)
+        );
+        assert_nothing_left(&c, case);
+    }
+}
+
+/// What cannot be mounted (a symlink loop, a file in the way, proc on a symlink) fails
+/// under runc too; under Stockade the error names the mount's path and the reason, and
+/// nothing is left behind.
+#[test]
+fn unmountable_destinations_fail_naming_path_and_reason() {
     let c = start();
     let outside = c.dir.join("outside");
     std::fs::create_dir_all(&outside).unwrap();
     install_images(&c, &outside);
     let vol = volume(&c, "vol");
     let bind = |dst: &str| format!("type=bind,src={},dst={dst},options=rbind:ro", vol.display());
-    for rt in runtimes() {
-        for (n, (dst, image)) in [
-            ("/data/x", LINKS_IMAGE),
-            ("/etc/evil", LINKS_IMAGE),
-            ("/etc/evil/sub", LINKS_IMAGE),
-            ("/etc/loop/x", LINKS_IMAGE),
-            ("/mnt/x", PROC_LINK_IMAGE),
-            ("/dangling/x", LINKS_IMAGE),
-        ]
-        .iter()
-        .enumerate()
-        {
-            let m = bind(dst);
-            let out = run(
-                &c,
-                &rt,
-                &["--mount", &m],
-                image,
-                &format!("x-{}-{n}", rt.label),
-                &["sh", "-c", &format!("cat {dst}/marker; ls -la / /var/data")],
-            );
-            eprintln!("[{}] {dst} on {image}: {}", rt.label, describe(&out));
-            eprintln!(
-                "   outside now: {:?}",
-                std::fs::read_dir(&outside)
-                    .unwrap()
-                    .flatten()
-                    .map(|e| e.path())
-                    .collect::<Vec<_>>()
+    // (case, mount flags, image, what Stockade's error must say)
+    let cases: [(&str, Vec<String>, &str, &[&str]); 3] = [
+        (
+            "symlink-loop",
+            vec!["--mount".into(), bind("/etc/loop/x")],
+            LINKS_IMAGE,
+            &["destination /etc/loop/x", "symlink loop at /etc/loop"],
+        ),
+        (
+            "file-in-the-way",
+            vec!["--mount".into(), bind("/etc/passwd/x")],
+            LINKS_IMAGE,
+            &[
+                "destination /etc/passwd/x",
+                "/etc/passwd in the image is not a directory",
+            ],
+        ),
+        (
+            "proc-symlink",
+            vec![],
+            PROC_LINK_IMAGE,
+            &[
+                "proc at /proc",
+                "/proc in the image is a symlink (to /tmp)",
+                "ordinary directory",
+            ],
+        ),
+    ];
+    for (case, flags, image, needles) in cases {
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        let pair = both(&c, &flags, image, case, &["true"]);
+        eprintln!(
+            "[rootfs paths] {case} under runc: {}",
+            describe(&pair.runc).trim_end()
+        );
+        eprintln!(
+            "[rootfs paths] {case} under stockade: {}",
+            describe(&pair.stockade).trim_end()
+        );
+        assert!(
+            !pair.runc.status.success(),
+            "{case}: runc ran it: {}",
+            describe(&pair.runc)
+        );
+        assert!(!pair.stockade.status.success(), "{case}: Stockade ran it");
+        let text = stderr(&pair.stockade);
+        for needle in needles {
+            assert!(
+                text.contains(needle),
+                "{case}: the error does not say {needle:?}: {text}"
             );
         }
-    }
-    let f = c.dir.join("resolv");
-    std::fs::write(&f, "nameserver 192.0.2.1\n").unwrap();
-    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
-    for rt in runtimes() {
-        let m = format!(
-            "type=bind,src={},dst=/etc/resolv.conf,options=rbind:ro",
-            f.display()
+        assert!(
+            !text.contains("failed to prepare rootfs"),
+            "{case}: libcontainer's opaque error: {text}"
         );
-        let out = run(
-            &c,
-            &rt,
-            &["--mount", &m],
-            LINKS_IMAGE,
-            &format!("f-{}", rt.label),
-            &[
-                "sh",
-                "-c",
-                "cat /etc/resolv.conf; ls -la /run/systemd/resolve",
-            ],
-        );
-        eprintln!("[{}] file bind: {}", rt.label, describe(&out));
+        assert_nothing_left(&c, case);
     }
+}
+
+/// containerd's state in a directory the container's host root cannot traverse (a 0700
+/// `mktemp -d`): runc runs (its container root is host root); Stockade's container root is
+/// an unprivileged host UID, so it fails before mounting anything, naming the directory, its
+/// mode and that UID, and leaves nothing behind.
+#[test]
+fn unreachable_bundle_fails_naming_the_directory() {
+    let c = start();
+    let outside = c.dir.join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    install_images(&c, &outside);
     std::fs::set_permissions(&c.dir, std::fs::Permissions::from_mode(0o700)).unwrap();
-    for rt in runtimes() {
-        let out = run(
-            &c,
-            &rt,
-            &[],
-            LINKS_IMAGE,
-            &format!("t-{}", rt.label),
-            &["true"],
-        );
-        eprintln!("[{}] 0700: {}", rt.label, describe(&out));
-    }
+    let pair = both(&c, &[], LINKS_IMAGE, "private-state", &["true"]);
     std::fs::set_permissions(&c.dir, std::fs::Permissions::from_mode(0o711)).unwrap();
-    assert_nothing_left(&c, "explore");
+    eprintln!(
+        "[rootfs paths] 0700 state under runc: {}",
+        describe(&pair.runc).trim_end()
+    );
+    eprintln!(
+        "[rootfs paths] 0700 state under stockade: {}",
+        describe(&pair.stockade).trim_end()
+    );
+    assert!(pair.runc.status.success(), "runc: {}", describe(&pair.runc));
+    assert!(!pair.stockade.status.success(), "Stockade ran it");
+    let text = stderr(&pair.stockade);
+    let dir = format!("{} (mode 0700, owner 0:0)", c.dir.display());
+    for needle in [
+        dir.as_str(),
+        "out of reach of the container's root, host UID ",
+        "chmod o+x",
+    ] {
+        assert!(
+            text.contains(needle),
+            "the error does not say {needle:?}: {text}"
+        );
+    }
+    assert_nothing_left(&c, "private-state");
 }
