@@ -5,13 +5,13 @@
 //! reason, leaving nothing behind.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Output;
-use std::time::Duration;
 
-use stockade_integration::exec::wait_for;
+use k8s_cri::v1::{ImageSpec, Mount};
+use stockade_integration::containerd::CRI_NAMESPACE;
 use stockade_integration::image::{process, write_oci_archive, Layer, OciImage};
-use stockade_integration::probes::describe;
+use stockade_integration::probes::{ctr_run_image_args, describe};
 use stockade_integration::runtimes::TestRuntime;
 use stockade_integration::Containerd;
 
@@ -21,12 +21,18 @@ const LINKS_IMAGE: &str = "registry.k8s.io/stockade-test/links:latest";
 /// busybox whose `/proc` is a symlink to `/tmp`.
 const PROC_LINK_IMAGE: &str = "registry.k8s.io/stockade-test/proc-link:latest";
 
-fn start() -> Containerd {
-    Containerd::start().expect("starting a private containerd")
+/// A private containerd with the images installed, and the host directory the image's
+/// `/etc/evil` points at (in-root resolution must never reach it).
+fn start() -> (Containerd, PathBuf) {
+    let c = Containerd::start().expect("starting a private containerd");
+    let outside = c.dir.join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    install_images(&c, &outside);
+    (c, outside)
 }
 
 fn install_images(c: &Containerd, outside: &Path) {
-    let mut links = Layer::busybox(Some(&["sh", "cat", "ls", "test", "true"])).unwrap();
+    let mut links = Layer::busybox(Some(&["sh", "cat", "sleep", "true"])).unwrap();
     links.minimal_etc().unwrap();
     links.dir("var/data", 0o755).unwrap();
     links.symlink("data", "/var/data").unwrap();
@@ -64,8 +70,14 @@ fn install_images(c: &Containerd, outside: &Path) {
         ],
     )
     .unwrap();
-    c.ctr_ok(&["images", "import", &archive.display().to_string()])
-        .unwrap();
+    for ns in [c.namespace(), CRI_NAMESPACE] {
+        let out = c.ctr_in(ns, &["images", "import", &archive.display().to_string()]);
+        assert!(
+            out.status.success(),
+            "importing into {ns}: {}",
+            describe(&out)
+        );
+    }
 }
 
 /// A container's run under runc and under Stockade.
@@ -87,27 +99,18 @@ fn run(
     id: &str,
     cmd: &[&str],
 ) -> Output {
-    let mut args: Vec<String> = vec!["run".into(), "--rm".into()];
-    args.extend(flags.iter().map(|s| s.to_string()));
-    args.extend(rt.ctr_run_args());
-    args.push(image.into());
-    args.push(id.into());
-    args.extend(cmd.iter().map(|s| s.to_string()));
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    c.ctr(&refs)
+    let flags: Vec<&str> = std::iter::once("--rm")
+        .chain(flags.iter().copied())
+        .collect();
+    let args = ctr_run_image_args(rt, image, &flags, id, cmd);
+    c.ctr(&args.iter().map(String::as_str).collect::<Vec<_>>())
 }
 
 fn assert_nothing_left(c: &Containerd, what: &str) {
-    let settled = wait_for("nothing to be left", Duration::from_secs(10), || {
-        c.leftovers().is_empty().then_some(())
-    });
-    if settled.is_err() {
-        let left = c.leftovers();
-        assert!(left.is_empty(), "{what}: left behind: {left:#?}");
-    }
+    c.assert_nothing_left(what)
 }
 
-fn volume(c: &Containerd, name: &str) -> std::path::PathBuf {
+fn volume(c: &Containerd, name: &str) -> PathBuf {
     let dir = c.dir.join(name);
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("marker"), format!("{name}\n")).unwrap();
@@ -129,7 +132,7 @@ fn stderr(out: &Output) -> String {
 }
 
 /// Every entry of `dir` (none expected: in-root resolution never reaches it).
-fn entries(dir: &Path) -> Vec<std::path::PathBuf> {
+fn entries(dir: &Path) -> Vec<PathBuf> {
     std::fs::read_dir(dir)
         .unwrap()
         .flatten()
@@ -144,10 +147,7 @@ fn entries(dir: &Path) -> Vec<std::path::PathBuf> {
 /// appears outside the rootfs.
 #[test]
 fn symlinked_destinations_run_as_under_runc() {
-    let c = start();
-    let outside = c.dir.join("outside");
-    std::fs::create_dir_all(&outside).unwrap();
-    install_images(&c, &outside);
+    let (c, outside) = start();
     let vol = volume(&c, "vol");
     let resolv = c.dir.join("resolv.conf");
     std::fs::write(&resolv, "nameserver 192.0.2.1\n").unwrap();
@@ -222,10 +222,7 @@ fn symlinked_destinations_run_as_under_runc() {
 /// nothing is left behind.
 #[test]
 fn unmountable_destinations_fail_naming_path_and_reason() {
-    let c = start();
-    let outside = c.dir.join("outside");
-    std::fs::create_dir_all(&outside).unwrap();
-    install_images(&c, &outside);
+    let (c, _) = start();
     let vol = volume(&c, "vol");
     let bind = |dst: &str| format!("type=bind,src={},dst={dst},options=rbind:ro", vol.display());
     // (case, mount flags, image, what Stockade's error must say)
@@ -294,10 +291,7 @@ fn unmountable_destinations_fail_naming_path_and_reason() {
 /// mode and that UID, and leaves nothing behind.
 #[test]
 fn unreachable_bundle_fails_naming_the_directory() {
-    let c = start();
-    let outside = c.dir.join("outside");
-    std::fs::create_dir_all(&outside).unwrap();
-    install_images(&c, &outside);
+    let (c, _) = start();
     std::fs::set_permissions(&c.dir, std::fs::Permissions::from_mode(0o700)).unwrap();
     let pair = both(&c, &[], LINKS_IMAGE, "private-state", &["true"]);
     std::fs::set_permissions(&c.dir, std::fs::Permissions::from_mode(0o711)).unwrap();
@@ -324,4 +318,51 @@ fn unreachable_bundle_fails_naming_the_directory() {
         );
     }
     assert_nothing_left(&c, "private-state");
+}
+
+/// Through CRI: a volume at `/data/x` (through `/data -> /var/data`) in an image whose
+/// /etc/resolv.conf is a dangling relative link (containerd binds its own resolv.conf there,
+/// as on Ubuntu images) runs under runc and Stockade alike.
+#[test]
+fn cri_volume_through_a_symlink_runs_as_under_runc() {
+    let (c, outside) = start();
+    let vol = volume(&c, "vol");
+    let cri = c.cri().unwrap();
+    for rt in runtimes() {
+        let pod_cfg = cri.pod_config(&format!("links-{}", rt.label));
+        let pod = cri.run_pod_sandbox(&pod_cfg, rt.cri_handler).unwrap();
+        let mut cfg = cri.container_config("app", &["sleep", "600"]);
+        cfg.image = Some(ImageSpec {
+            image: LINKS_IMAGE.into(),
+            ..Default::default()
+        });
+        cfg.command = vec!["/bin/sh".into(), "-c".into(), "sleep 600".into()];
+        cfg.mounts = vec![Mount {
+            container_path: "/data/x".into(),
+            host_path: vol.display().to_string(),
+            readonly: true,
+            ..Default::default()
+        }];
+        let id = cri.run_container(&pod, &cfg, &pod_cfg);
+        let id = id.unwrap_or_else(|e| panic!("{} ran no container: {e:#}", rt.label));
+        let out = cri
+            .exec_sync(
+                &id,
+                &[
+                    "cat",
+                    "/data/x/marker",
+                    "/var/data/x/marker",
+                    "/etc/resolv.conf",
+                ],
+            )
+            .unwrap()
+            .ok()
+            .unwrap_or_else(|e| panic!("{}: {e:#}", rt.label));
+        eprintln!("[rootfs paths] CRI under {}: {out}", rt.label);
+        assert!(out.starts_with("vol\nvol\n"), "{}: {out}", rt.label);
+        cri.stop_pod_sandbox(&pod).unwrap();
+        cri.remove_pod_sandbox(&pod).unwrap();
+    }
+    assert!(entries(&outside).is_empty());
+    assert_nothing_left(&c, "CRI volume through a symlink");
 }
