@@ -94,6 +94,20 @@ impl Containerd {
         }
     }
 
+    /// Panic with what is left, unless nothing is (within a few seconds: a refused
+    /// container's shim exits right after containerd's Shutdown, but asynchronously).
+    pub fn assert_nothing_left(&self, what: &str) {
+        let settled = crate::exec::wait_for(
+            "nothing to be left",
+            std::time::Duration::from_secs(10),
+            || self.leftovers().is_empty().then_some(()),
+        );
+        if settled.is_err() {
+            let left = self.leftovers();
+            assert!(left.is_empty(), "{what}: left behind: {left:#?}");
+        }
+    }
+
     /// Container ids this containerd has logged (CRI's 64-hex ids and ctr's `id=` names).
     pub(crate) fn logged_ids(&self) -> BTreeSet<String> {
         let log = std::fs::read_to_string(&self.log_path).unwrap_or_default();

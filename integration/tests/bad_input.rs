@@ -32,16 +32,9 @@ fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// Nothing of `what` is left. A refused container's shim exits right after containerd's
-/// Shutdown, but asynchronously: give it a moment.
+/// Nothing of `what` is left.
 fn assert_nothing_left(c: &Containerd, what: &str) {
-    let settled = wait_for("nothing to be left", Duration::from_secs(10), || {
-        c.leftovers().is_empty().then_some(())
-    });
-    if settled.is_err() {
-        let left = c.leftovers();
-        assert!(left.is_empty(), "{what}: left behind: {left:#?}");
-    }
+    c.assert_nothing_left(what)
 }
 
 /// What a case came to, for the record (shown with --nocapture).

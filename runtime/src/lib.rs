@@ -9,6 +9,8 @@
 pub use libcontainer::oci_spec;
 
 pub mod audit;
+pub mod destinations;
+pub mod destinations_fs;
 pub mod hardener;
 pub mod idrange;
 pub mod kernel;
@@ -24,6 +26,7 @@ pub mod rootfs_idmap;
 pub mod seccomp;
 pub mod spec;
 pub mod state_dir;
+pub mod traversal;
 pub mod userns;
 pub mod volume_settings;
 pub mod volumes;

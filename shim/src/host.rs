@@ -33,6 +33,11 @@ pub trait Host: Send + Sync + 'static {
     ) -> anyhow::Result<Option<IdRange>>;
     /// Check the container's root directory and let the pod's root reach it.
     fn open_bundle(&self, spec: &Spec, bundle: &Path, range: IdRange) -> anyhow::Result<()>;
+    /// Before anything is mounted: the pod's root (host ID `range.first`) can reach the bundle.
+    fn check_reachable(&self, bundle: &Path, range: IdRange) -> anyhow::Result<()>;
+    /// With the rootfs mounted and nothing in it yet: the spec's mount destinations resolved
+    /// inside the rootfs (see stockade_runtime::destinations), or the refusal.
+    fn resolve_destinations(&self, spec: &mut Spec, bundle: &Path) -> anyhow::Result<()>;
     /// Unmount and remove the container's staged bind mounts (the zygote staged them).
     fn unstage_binds(&self, bundle: &Path);
     /// Bind sources with their symlinks resolved (the hardener judges hostPaths by them).
@@ -110,6 +115,15 @@ impl Host for RealHost {
     fn open_bundle(&self, spec: &Spec, bundle: &Path, range: IdRange) -> anyhow::Result<()> {
         check_root_dir(spec, bundle)?;
         open_bundle_to(bundle, range)
+    }
+
+    fn check_reachable(&self, bundle: &Path, range: IdRange) -> anyhow::Result<()> {
+        stockade_runtime::traversal::check_reachable(bundle, range.first, range.first)
+            .map_err(anyhow::Error::msg)
+    }
+
+    fn resolve_destinations(&self, spec: &mut Spec, bundle: &Path) -> anyhow::Result<()> {
+        crate::destinations::resolve(spec, bundle)
     }
 
     fn unstage_binds(&self, bundle: &Path) {

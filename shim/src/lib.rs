@@ -12,6 +12,7 @@ pub mod bootstrap;
 pub mod cgroups;
 mod dead_server;
 pub mod delete_action;
+pub mod destinations;
 pub mod error;
 pub mod features;
 pub mod host;

@@ -336,6 +336,7 @@ impl TaskService {
             std::fs::copy(&config, &original)
                 .with_context(|| format!("keeping {}", original.display()))?;
         }
+        host.check_reachable(&bundle, ctx.id_range)?;
         if !req.rootfs.is_empty() {
             let mounts = req
                 .rootfs
@@ -364,6 +365,7 @@ impl TaskService {
         }
         let bundle_span = tracing::debug_span!("create.bundle");
         bundle_span.in_scope(|| host.open_bundle(&hardened.spec, &bundle, ctx.id_range))?;
+        host.resolve_destinations(&mut hardened.spec, &bundle)?;
         let planned = std::mem::take(&mut hardened.volumes);
         if !planned.is_empty() {
             let staging = binds::staging_dir(&bundle);

@@ -145,6 +145,14 @@ impl Host for FakeHost {
         self.step("open_bundle")
     }
 
+    fn check_reachable(&self, _bundle: &Path, _range: IdRange) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    fn resolve_destinations(&self, _spec: &mut Spec, _bundle: &Path) -> anyhow::Result<()> {
+        Ok(())
+    }
+
     fn unstage_binds(&self, _bundle: &Path) {
         push(&self.log, "unstage_binds");
     }
