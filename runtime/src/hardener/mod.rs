@@ -9,6 +9,7 @@
 mod devices;
 mod placement;
 mod policy;
+pub mod record;
 pub mod registry;
 mod resources;
 mod sysctls;
@@ -256,7 +257,7 @@ pub fn harden(
     Ok(Hardened {
         spec,
         seccomp: SeccompPlan {
-            default: profile.seccomp.profile.clone(),
+            default: record::default_filter(profile, &mut report),
             pod: pod_seccomp,
         },
         pod_sysctls,

@@ -1,0 +1,206 @@
+//! A recording: the distinct syscalls each Stockade container made in record mode, from
+//! the kernel's SECCOMP_RET_LOG records, and how complete it is. Pure (the reader and
+//! the pid lookups live in [`crate::collector::RecordCache`] and the CLI).
+//!
+//! Complete means: no record was lost on the way (the socket never overflowed, the
+//! kernel's audit `lost` counter did not move while recording) and every LOG record
+//! could be attributed to one container. Otherwise the summary says by how much.
+
+use crate::attribution::{Attribution, Workload};
+use crate::audit_status::AuditStatus;
+use crate::seccomp_log::{arch_name, SeccompRecord};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// What one container was seen to do.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ContainerRecording {
+    /// Distinct syscalls per ABI (`x86_64`, `aarch64`, ...), the kernel's names.
+    pub syscalls: BTreeMap<String, BTreeSet<String>>,
+    /// LOG records attributed to it.
+    pub records: u64,
+    /// Syscalls the filter denied it (not part of its profile).
+    pub denied: BTreeSet<String>,
+}
+
+/// Everything a recording saw.
+#[derive(Debug, Clone, Default)]
+pub struct Recording {
+    pub containers: BTreeMap<Workload, ContainerRecording>,
+    /// LOG records read in all.
+    pub log_records: u64,
+    /// LOG records of a Stockade pod whose container could not be told (the process was
+    /// gone and its pod has several containers).
+    pub unattributed: u64,
+    /// LOG records of processes outside Stockade containers (ignored).
+    pub foreign: u64,
+    /// Times the record socket overflowed (each: at least one record lost).
+    pub socket_overruns: u64,
+    /// The kernel's audit status when the recording started and ended.
+    pub audit_before: Option<AuditStatus>,
+    pub audit_after: Option<AuditStatus>,
+}
+
+/// A recording's verdict on itself.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Completeness {
+    pub complete: bool,
+    /// Records the kernel dropped node-wide while recording (an upper bound for ours).
+    pub kernel_lost: Option<u64>,
+    pub socket_overruns: u64,
+    pub unattributed: u64,
+    /// Why it is not complete, in words.
+    pub problems: Vec<String>,
+}
+
+impl Recording {
+    /// Adds one record with its attribution.
+    pub fn add(&mut self, record: &SeccompRecord, attribution: Attribution) {
+        let is_log = record.code == libc::SECCOMP_RET_LOG;
+        if is_log {
+            self.log_records += 1;
+        }
+        let workload = match attribution {
+            Attribution::Container(w) => w,
+            Attribution::Pod(_) | Attribution::Gone => {
+                if is_log {
+                    self.unattributed += 1;
+                }
+                return;
+            }
+            Attribution::Foreign => {
+                if is_log {
+                    self.foreign += 1;
+                }
+                return;
+            }
+        };
+        let container = self.containers.entry(workload).or_default();
+        if is_log {
+            container.records += 1;
+            container
+                .syscalls
+                .entry(arch_name(record.arch))
+                .or_default()
+                .insert(record.syscall_name());
+        } else if record.is_denial() {
+            container.denied.insert(record.syscall_name());
+        }
+    }
+
+    pub fn completeness(&self) -> Completeness {
+        let mut problems = Vec::new();
+        let kernel_lost = match (&self.audit_before, &self.audit_after) {
+            (Some(before), Some(after)) => Some(u64::from(after.lost.wrapping_sub(before.lost))),
+            _ => None,
+        };
+        match kernel_lost {
+            Some(0) => {}
+            Some(n) => problems.push(format!(
+                "the kernel dropped {n} audit records node-wide while recording (audit lost \
+                 counter; backlog limit {}, rate limit {})",
+                self.audit_after.map_or(0, |a| a.backlog_limit),
+                self.audit_after.map_or(0, |a| a.rate_limit)
+            )),
+            None => problems.push(
+                "the kernel's audit lost counter could not be read (AUDIT_GET): losses \
+                 in the kernel are unknown"
+                    .into(),
+            ),
+        }
+        if self.socket_overruns > 0 {
+            problems.push(format!(
+                "the record socket overflowed {} times (records lost, at least one each)",
+                self.socket_overruns
+            ));
+        }
+        if self.unattributed > 0 {
+            problems.push(format!(
+                "{} records of Stockade pods could not be attributed to a container",
+                self.unattributed
+            ));
+        }
+        Completeness {
+            complete: problems.is_empty(),
+            kernel_lost,
+            socket_overruns: self.socket_overruns,
+            unattributed: self.unattributed,
+            problems,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(syscall: i64, code: u32) -> SeccompRecord {
+        SeccompRecord {
+            pid: 7,
+            uid: Some(1 << 30),
+            arch: 0xC000_003E,
+            syscall,
+            code,
+            comm: None,
+        }
+    }
+
+    fn workload(c: &str) -> Workload {
+        Workload {
+            namespace: "ns".into(),
+            pod: "p".into(),
+            container: c.into(),
+        }
+    }
+
+    fn status(lost: u32) -> AuditStatus {
+        AuditStatus {
+            lost,
+            backlog_limit: 64,
+            rate_limit: 0,
+            auditd_pid: 0,
+        }
+    }
+
+    #[test]
+    fn distinct_syscalls_per_container_and_denials_apart() {
+        let mut r = Recording::default();
+        let log = libc::SECCOMP_RET_LOG;
+        r.add(&record(0, log), Attribution::Container(workload("a")));
+        r.add(&record(0, log), Attribution::Container(workload("a")));
+        r.add(&record(110, log), Attribution::Container(workload("a")));
+        r.add(&record(1, log), Attribution::Container(workload("b")));
+        r.add(
+            &record(170, libc::SECCOMP_RET_ERRNO),
+            Attribution::Container(workload("a")),
+        );
+        r.add(&record(2, log), Attribution::Foreign);
+        let a = &r.containers[&workload("a")];
+        assert_eq!(a.records, 3);
+        assert_eq!(
+            a.syscalls["x86_64"].iter().collect::<Vec<_>>(),
+            ["getppid", "read"]
+        );
+        assert_eq!(a.denied.iter().collect::<Vec<_>>(), ["sethostname"]);
+        assert_eq!(r.containers[&workload("b")].syscalls["x86_64"].len(), 1);
+        assert_eq!((r.log_records, r.foreign), (5, 1));
+        r.audit_before = Some(status(3));
+        r.audit_after = Some(status(3));
+        assert!(r.completeness().complete, "{:?}", r.completeness());
+    }
+
+    #[test]
+    fn losses_and_unattributed_records_make_it_incomplete() {
+        let mut r = Recording::default();
+        r.add(&record(0, libc::SECCOMP_RET_LOG), Attribution::Gone);
+        r.socket_overruns = 2;
+        r.audit_before = Some(status(10));
+        r.audit_after = Some(status(15));
+        let c = r.completeness();
+        assert!(!c.complete);
+        assert_eq!(c.kernel_lost, Some(5));
+        assert_eq!((c.unattributed, c.socket_overruns), (1, 2));
+        assert_eq!(c.problems.len(), 3, "{:?}", c.problems);
+        r.audit_after = None;
+        assert!(r.completeness().problems[0].contains("could not be read"));
+    }
+}
