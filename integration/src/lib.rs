@@ -11,12 +11,14 @@ pub mod containerd;
 pub mod cri;
 pub mod deploy;
 pub mod exec;
+pub mod exporter;
 pub mod hardening;
 pub mod image;
 pub mod leftovers;
 pub mod paths;
 pub mod probes;
 pub mod prometheus;
+pub mod record;
 pub mod runtimes;
 pub mod teardown;
 

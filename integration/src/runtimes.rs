@@ -50,6 +50,17 @@ impl TestRuntime {
         })
     }
 
+    /// Stockade with profiles/record.toml (record mode; no CRI handler of its own here:
+    /// ctr selects the profile with `--runtime-config-path`).
+    pub fn stockade_record() -> Result<TestRuntime> {
+        Ok(TestRuntime {
+            label: "stockade-record",
+            ctr_runtime: STOCKADE_RUNTIME,
+            cri_handler: HANDLER_STOCKADE,
+            profile: Some(paths::profile("record.toml")?),
+        })
+    }
+
     pub fn hardened(&self) -> bool {
         self.profile.is_some()
     }

@@ -17,11 +17,14 @@ use std::collections::BTreeSet;
 use std::str::FromStr;
 
 /// Syscalls Stockade's container init makes after its filters are installed, before the
-/// workload runs: the workload's exec (libcontainer's `execvp`), and on a failed exec the
-/// error report (allocation, a log write, the message to the shim) and the exit. They are
-/// part of every generated profile, whether or not the recording saw them.
+/// workload runs: `seccomp` (a profile compiles to several BPF programs, and the pod's
+/// first one is in force while the rest are installed), the workload's exec
+/// (libcontainer's `execvp`), and on a failed exec the error report (allocation, a log
+/// write, the message to the shim) and the exit. They are part of every generated
+/// profile, whether or not the recording saw them.
 pub const RUNTIME_AFTER_FILTER: &[&str] = &[
     "execve",
+    "seccomp",
     "brk",
     "mmap",
     "munmap",
