@@ -14,6 +14,7 @@ mod machine;
 mod memory;
 mod model;
 mod phases;
+mod record;
 mod report;
 mod rootfs;
 mod runtimes;
@@ -49,6 +50,20 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("stockade-bench seccomp helper: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if let Some(v) = &args.internal_record {
+        let r = v
+            .get(1)
+            .and_then(|n| n.parse::<usize>().ok())
+            .context("--internal-record <profile.toml> <samples>")
+            .and_then(|n| record::child_main(Path::new(&v[0]), n));
+        return match r {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("stockade-bench record helper: {e:#}");
                 ExitCode::FAILURE
             }
         };
@@ -106,6 +121,7 @@ const SECTION_ORDER: &[&str] = &[
     "rootfs_library",
     "rootfs_cri",
     "seccomp",
+    "record",
 ];
 
 struct Run {
@@ -358,6 +374,11 @@ fn run(args: &Args) -> Result<PathBuf> {
     if settings.runs("seccomp") {
         run.section("seccomp", "Seccomp filter install time", || {
             seccomp::run(settings.seccomp_samples)
+        });
+    }
+    if settings.runs("record") {
+        run.section("record", "Record mode's cost to the workload", || {
+            record::run(settings.record_samples)
         });
     }
     if settings.runs("idrange") {

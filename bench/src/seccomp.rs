@@ -32,10 +32,34 @@ fn fork_measure(
     filter: Option<&stockade_runtime::seccomp::CompiledFilter>,
     log: bool,
 ) -> Result<(f64, f64)> {
+    fork_measure_with(filter, log, getppid_loop)
+}
+
+/// ns per getppid over [`LOOP`] calls.
+fn getppid_loop() -> f64 {
+    let t = Instant::now();
+    for _ in 0..LOOP {
+        // SAFETY: getppid has no arguments and cannot fail.
+        unsafe {
+            libc::syscall(libc::SYS_getppid);
+        }
+    }
+    t.elapsed().as_nanos() as f64 / LOOP as f64
+}
+
+/// In a forked child: optionally install `filter`, run `work` (which returns its own
+/// figure, e.g. ns per operation), send the install time and that figure through a pipe,
+/// exit. Returns (install ns, the figure). `work` runs in the forked child of a
+/// single-threaded process: it must not rely on locks held by other threads.
+pub(crate) fn fork_measure_with(
+    filter: Option<&stockade_runtime::seccomp::CompiledFilter>,
+    log: bool,
+    work: fn() -> f64,
+) -> Result<(f64, f64)> {
     let (read_end, write_end) = nix::unistd::pipe().context("pipe")?;
     // SAFETY: this helper process is single-threaded (see the module docs), so the child
-    // may run ordinary code; it only installs the filter (no allocation), makes system
-    // calls and _exits.
+    // may run ordinary code; it only installs the filter (no allocation), runs `work`
+    // and _exits.
     match unsafe { nix::unistd::fork() }.context("fork")? {
         nix::unistd::ForkResult::Child => {
             drop(read_end);
@@ -45,17 +69,10 @@ fn fork_measure(
                 None => true,
             };
             let install_ns = t.elapsed().as_nanos() as u64;
-            let t = Instant::now();
-            for _ in 0..LOOP {
-                // SAFETY: getppid has no arguments and cannot fail.
-                unsafe {
-                    libc::syscall(libc::SYS_getppid);
-                }
-            }
-            let loop_ns = t.elapsed().as_nanos() as u64;
+            let figure = work();
             let mut buf = [0u8; 16];
             buf[..8].copy_from_slice(&install_ns.to_le_bytes());
-            buf[8..].copy_from_slice(&loop_ns.to_le_bytes());
+            buf[8..].copy_from_slice(&figure.to_bits().to_le_bytes());
             // SAFETY: writing our own stack buffer to a pipe fd we own, then _exit (no
             // destructors, no atexit handlers in a forked child).
             unsafe {
@@ -74,8 +91,8 @@ fn fork_measure(
                 bail!("measurement child ended with {status:?} (filter install failed?)");
             }
             let install = u64::from_le_bytes(buf[..8].try_into().unwrap_or_default());
-            let looped = u64::from_le_bytes(buf[8..].try_into().unwrap_or_default());
-            Ok((install as f64, looped as f64 / LOOP as f64))
+            let figure = u64::from_le_bytes(buf[8..].try_into().unwrap_or_default());
+            Ok((install as f64, f64::from_bits(figure)))
         }
     }
 }

@@ -42,6 +42,9 @@ pub struct RecordArgs {
     duration: Option<u64>,
 }
 
+/// The record socket's receive buffer: a syscall-heavy workload makes hundreds of
+/// thousands of records a second.
+const RX_BUFFER: usize = 64 << 20;
 /// How long records already in flight are waited for after the stop.
 const DRAIN: Duration = Duration::from_millis(500);
 
@@ -62,6 +65,9 @@ pub fn run(args: RecordArgs) -> Result<ExitCode> {
         .context("signalfd")?;
 
     let mut source = Netlink::open().context("opening the audit netlink multicast group")?;
+    if let Err(e) = source.force_rx_buffer(RX_BUFFER) {
+        tracing::warn!(error = %e, "cannot raise the record socket's buffer; bursts may overflow it");
+    }
     let mut recording = Recording {
         audit_before: audit_status::read()
             .map_err(|e| tracing::warn!(error = %e, "cannot read the kernel's audit status"))
