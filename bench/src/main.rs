@@ -38,35 +38,29 @@ use stockade_integration::containerd::CRI_NAMESPACE;
 use stockade_integration::paths::{self, SHIM_BINARY};
 use stockade_integration::{Containerd, Cri};
 
+/// A measurement helper's main (`--internal-NAME <profile.toml> <samples>`).
+fn helper_main(name: &str, v: &[String], f: fn(&Path, usize) -> Result<()>) -> ExitCode {
+    let r = v
+        .get(1)
+        .and_then(|n| n.parse::<usize>().ok())
+        .with_context(|| format!("--internal-{name} <profile.toml> <samples>"))
+        .and_then(|n| f(Path::new(&v[0]), n));
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("stockade-bench {name} helper: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     if let Some(v) = &args.internal_seccomp {
-        let r = v
-            .get(1)
-            .and_then(|n| n.parse::<usize>().ok())
-            .context("--internal-seccomp <profile.toml> <samples>")
-            .and_then(|n| seccomp::child_main(Path::new(&v[0]), n));
-        return match r {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("stockade-bench seccomp helper: {e:#}");
-                ExitCode::FAILURE
-            }
-        };
+        return helper_main("seccomp", v, seccomp::child_main);
     }
     if let Some(v) = &args.internal_record {
-        let r = v
-            .get(1)
-            .and_then(|n| n.parse::<usize>().ok())
-            .context("--internal-record <profile.toml> <samples>")
-            .and_then(|n| record::child_main(Path::new(&v[0]), n));
-        return match r {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("stockade-bench record helper: {e:#}");
-                ExitCode::FAILURE
-            }
-        };
+        return helper_main("record", v, record::child_main);
     }
     if let Some(dir) = &args.render {
         let r = std::fs::read(dir.join("results.json"))

@@ -6,12 +6,11 @@
 //! profile record` does, so the kernel delivers every record as it would while recording.
 
 use crate::model::Section;
-use crate::seccomp::fork_measure_with;
+use crate::seccomp::{fork_measure_with, getppid_ns, run_helper};
 use crate::util::{bar, check_stop};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -36,14 +35,7 @@ pub struct ChildReport {
 
 /// ns per getppid.
 fn getppid_loop() -> f64 {
-    let t = Instant::now();
-    for _ in 0..LOOP {
-        // SAFETY: getppid has no arguments and cannot fail.
-        unsafe {
-            libc::syscall(libc::SYS_getppid);
-        }
-    }
-    t.elapsed().as_nanos() as f64 / LOOP as f64
+    getppid_ns(LOOP)
 }
 
 /// µs per fork + exec(busybox true) + wait; negative when a round failed.
@@ -156,21 +148,7 @@ pub fn run(samples: usize) -> Result<Section> {
         while done < samples {
             check_stop()?;
             let n = CHUNK.min(samples - done);
-            let out = Command::new(&exe)
-                .arg("--internal-record")
-                .arg(&profile)
-                .arg(n.to_string())
-                .output()
-                .context("running the record helper")?;
-            if !out.status.success() {
-                bail!(
-                    "record helper failed ({}): {}",
-                    out.status,
-                    String::from_utf8_lossy(&out.stderr).trim()
-                );
-            }
-            let r: ChildReport = serde_json::from_slice(&out.stdout)
-                .context("parsing the record helper's report")?;
+            let r: ChildReport = run_helper(&exe, "--internal-record", &profile, n, "record")?;
             let series = [
                 ("default", "getppid", "ns/op", r.getppid_ns_default),
                 ("record", "getppid", "ns/op", r.getppid_ns_record),

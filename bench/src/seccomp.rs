@@ -37,14 +37,19 @@ fn fork_measure(
 
 /// ns per getppid over [`LOOP`] calls.
 fn getppid_loop() -> f64 {
+    getppid_ns(LOOP)
+}
+
+/// ns per getppid over `calls` calls.
+pub(crate) fn getppid_ns(calls: u64) -> f64 {
     let t = Instant::now();
-    for _ in 0..LOOP {
+    for _ in 0..calls {
         // SAFETY: getppid has no arguments and cannot fail.
         unsafe {
             libc::syscall(libc::SYS_getppid);
         }
     }
-    t.elapsed().as_nanos() as f64 / LOOP as f64
+    t.elapsed().as_nanos() as f64 / calls as f64
 }
 
 /// In a forked child: optionally install `filter`, run `work` (which returns its own
@@ -97,6 +102,32 @@ pub(crate) fn fork_measure_with(
     }
 }
 
+/// Runs this binary as a measurement helper (`flag profile samples`) and parses the JSON
+/// report it prints.
+pub(crate) fn run_helper<T: serde::de::DeserializeOwned>(
+    exe: &Path,
+    flag: &str,
+    profile: &Path,
+    samples: usize,
+    what: &str,
+) -> Result<T> {
+    let out = Command::new(exe)
+        .arg(flag)
+        .arg(profile)
+        .arg(samples.to_string())
+        .output()
+        .with_context(|| format!("running the {what} helper"))?;
+    if !out.status.success() {
+        bail!(
+            "{what} helper failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    serde_json::from_slice(&out.stdout)
+        .with_context(|| format!("parsing the {what} helper's report"))
+}
+
 /// The helper's main: compile the profile's filter, then `samples` forked children with
 /// the filter and as many without; JSON report on stdout.
 pub fn child_main(profile_toml: &Path, samples: usize) -> Result<()> {
@@ -147,21 +178,7 @@ pub fn run(samples: usize) -> Result<Section> {
     while done < samples {
         check_stop()?;
         let n = CHUNK.min(samples - done);
-        let out = Command::new(&exe)
-            .arg("--internal-seccomp")
-            .arg(&profile)
-            .arg(n.to_string())
-            .output()
-            .context("running the seccomp helper")?;
-        if !out.status.success() {
-            bail!(
-                "seccomp helper failed ({}): {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        let r: ChildReport =
-            serde_json::from_slice(&out.stdout).context("parsing the seccomp helper's report")?;
+        let r: ChildReport = run_helper(&exe, "--internal-seccomp", &profile, n, "seccomp")?;
         if first {
             for v in &r.compile_ms {
                 sec.push("stockade", "compile", "ms", *v);

@@ -5,6 +5,7 @@
 use crate::containerd::Containerd;
 use crate::image::{process, write_oci_archive, Layer, OciImage};
 use crate::paths;
+use crate::probes::gcc_static;
 use anyhow::{bail, Context, Result};
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -15,22 +16,11 @@ pub const RECORD_IMAGE: &str = "registry.k8s.io/stockade-test/record:latest";
 
 /// Compiles integration/record/forker.c statically into `dir`.
 pub fn build_forker(dir: &Path) -> Result<PathBuf> {
-    paths::require_tool("gcc")?;
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("record/forker.c");
     let out = dir.join("forker");
-    let result = Command::new("gcc")
-        .args(["-static", "-O2", "-Wall", "-o"])
-        .arg(&out)
-        .arg(&source)
-        .output()
-        .context("running gcc")?;
-    if !result.status.success() {
-        bail!(
-            "gcc -static {} failed (apt-get install gcc libc6-dev): {}",
-            source.display(),
-            String::from_utf8_lossy(&result.stderr)
-        );
-    }
+    gcc_static(
+        &[Path::new(env!("CARGO_MANIFEST_DIR")).join("record/forker.c")],
+        &out,
+    )?;
     Ok(out)
 }
 

@@ -15,6 +15,11 @@ use stockade_integration::record::{install_record_image, Recorder, RECORD_IMAGE}
 use stockade_integration::runtimes::TestRuntime;
 use stockade_integration::Containerd;
 
+/// The two tests run one at a time: their containerds have separate node states, so
+/// both hand out the same host ID range, and a recorder (which reads every record on the
+/// node) could not tell their containers apart. One node state per node has no such twin.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 struct Workload {
     name: &'static str,
     cmd: Vec<String>,
@@ -83,6 +88,7 @@ fn stdout_of(out: &Output, what: &str) -> String {
 
 #[test]
 fn recorded_profiles_run_their_workloads_and_deny_the_rest() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let c = common::start();
     install_record_image(&c).expect("building the record image");
     let record = TestRuntime::stockade_record().expect("profiles/record.toml");
@@ -192,6 +198,7 @@ fn recorded_profiles_run_their_workloads_and_deny_the_rest() {
 /// thousands of records, all of them counted for the container and none lost.
 #[test]
 fn a_recording_sees_every_call() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let c = common::start();
     install_record_image(&c).expect("building the record image");
     let record = TestRuntime::stockade_record().expect("profiles/record.toml");

@@ -129,6 +129,53 @@ impl Recording {
     }
 }
 
+/// What earlier records taught about whose processes a host UID runs: the pod's host
+/// range outlives its processes, so a record read after its process exited (and, under
+/// `ctr run --rm`, after its container record was deleted) is still placed where that
+/// UID's live processes were seen.
+#[derive(Debug, Default)]
+pub struct UidMemory {
+    seen: BTreeMap<u32, BTreeSet<Workload>>,
+}
+
+impl UidMemory {
+    /// Refines a lookup's attribution: a container is remembered for its UID; a record
+    /// that names none falls back to the one container its UID was seen in, and is
+    /// foreign when its UID lies outside Stockade's ID pool `pool` (first, size).
+    pub fn refine(
+        &mut self,
+        uid: Option<u32>,
+        found: Attribution,
+        pool: (u32, u32),
+    ) -> Attribution {
+        let Some(uid) = uid else {
+            return found;
+        };
+        match found {
+            Attribution::Container(w) => {
+                self.seen.entry(uid).or_default().insert(w.clone());
+                Attribution::Container(w)
+            }
+            other => {
+                if let Some(only) = self.seen.get(&uid).filter(|s| s.len() == 1) {
+                    return Attribution::Container(
+                        only.iter()
+                            .next()
+                            .cloned()
+                            .unwrap_or_else(Workload::unknown),
+                    );
+                }
+                let in_pool =
+                    uid >= pool.0 && u64::from(uid) < u64::from(pool.0) + u64::from(pool.1);
+                match other {
+                    Attribution::Gone if !in_pool => Attribution::Foreign,
+                    other => other,
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,6 +233,30 @@ mod tests {
         r.audit_before = Some(status(3));
         r.audit_after = Some(status(3));
         assert!(r.completeness().complete, "{:?}", r.completeness());
+    }
+
+    #[test]
+    fn a_uid_remembers_its_container_and_strangers_are_foreign() {
+        let pool = (1 << 30, 1 << 26);
+        let mut m = UidMemory::default();
+        let ours = Some(1 << 30);
+        let a = Attribution::Container(workload("a"));
+        assert_eq!(m.refine(ours, a.clone(), pool), a);
+        // Its process gone, its container record deleted: still `a`.
+        assert_eq!(m.refine(ours, Attribution::Gone, pool), a);
+        // A UID of the pool never seen alive stays unattributed; outside the pool foreign.
+        assert_eq!(
+            m.refine(Some((1 << 30) + 65_536), Attribution::Gone, pool),
+            Attribution::Gone
+        );
+        assert_eq!(
+            m.refine(Some(1000), Attribution::Gone, pool),
+            Attribution::Foreign
+        );
+        // Two containers under one UID (a pod): no guessing.
+        m.refine(ours, Attribution::Container(workload("b")), pool);
+        let pod = Attribution::Pod(workload("unknown"));
+        assert_eq!(m.refine(ours, pod.clone(), pool), pod);
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 use stockade_monitor::attribution::{Attribution, Workload};
 use stockade_monitor::collector::RecordCache;
-use stockade_monitor::recording::Recording;
+use stockade_monitor::recording::{Recording, UidMemory};
 use stockade_monitor::seccomp_log::SeccompRecord;
 use stockade_monitor::sources::{Netlink, RecordSource};
 use stockade_monitor::{audit_status, recording::Completeness};
@@ -74,7 +74,8 @@ pub fn run(args: RecordArgs) -> Result<ExitCode> {
             .ok(),
         ..Recording::default()
     };
-    let mut attributor = Attributor::new(&state.containers());
+    let pool = (profile.userns.first_id, profile.userns.size);
+    let mut attributor = Attributor::new(&state.containers(), pool);
     println!("{BANNER} (seccomp records from {})", source.describe());
 
     let deadline = args
@@ -125,13 +126,18 @@ fn check_log_action() -> Result<()> {
 struct Attributor {
     cache: RecordCache,
     known: HashMap<(i32, Option<u32>), Workload>,
+    uids: UidMemory,
+    /// Stockade's host ID pool (first, size).
+    pool: (u32, u32),
 }
 
 impl Attributor {
-    fn new(dir: &Path) -> Attributor {
+    fn new(dir: &Path, pool: (u32, u32)) -> Attributor {
         Attributor {
             cache: RecordCache::new(dir),
             known: HashMap::new(),
+            uids: UidMemory::default(),
+            pool,
         }
     }
 
@@ -140,6 +146,7 @@ impl Attributor {
             return Attribution::Container(w.clone());
         }
         let found = self.cache.attribute(record);
+        let found = self.uids.refine(record.uid, found, self.pool);
         if let Attribution::Container(w) = &found {
             self.known.insert((record.pid, record.uid), w.clone());
         }

@@ -112,6 +112,66 @@ mod tests {
         assert_eq!(recording.evaluate(nr("getppid"), [0; 6]).unwrap(), LOG);
     }
 
+    fn shipped_profile(name: &str) -> Profile {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../profiles");
+        Profile::load(&dir.join(name)).unwrap()
+    }
+
+    /// profiles/record.toml is default.toml in record mode: nothing else may drift.
+    #[test]
+    fn the_record_profile_is_the_default_one_recording() {
+        let default = shipped_profile("default.toml");
+        let record = shipped_profile("record.toml");
+        assert!(record.seccomp.record && !default.seccomp.record);
+        assert_eq!(record.name, "record");
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../profiles");
+        let keys = |name: &str| -> Vec<String> {
+            std::fs::read_to_string(dir.join(name))
+                .unwrap()
+                .lines()
+                .map(|l| l.split('#').next().unwrap_or("").trim_end().to_string())
+                .filter(|l| !l.is_empty() && !l.starts_with("name =") && l != "record = true")
+                .collect()
+        };
+        assert_eq!(keys("record.toml"), keys("default.toml"));
+    }
+
+    /// The hardener hands the shim the recording filter, and says so in the report.
+    #[test]
+    fn harden_plans_the_recording_filter_in_record_mode() {
+        let spec_path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/ctr-default.json"
+        );
+        let spec = crate::oci_spec::runtime::Spec::load(spec_path).unwrap();
+        let ctx = super::super::HardenContext {
+            container_id: "c1".into(),
+            sandbox_id: "c1".into(),
+            is_sandbox: true,
+            id_range: crate::idrange::IdRange {
+                first: 1 << 30,
+                size: 65_536,
+            },
+            pod_userns: None,
+            pod_pids: Vec::new(),
+            netns_path_is_host: false,
+            cgroup_driver: super::super::CgroupDriver::Cgroupfs,
+        };
+        for (name, want_log) in [("record.toml", true), ("default.toml", false)] {
+            let profile = shipped_profile(name);
+            let hardened = super::super::harden(spec.clone(), &profile, &ctx).unwrap();
+            let compiled = seccomp::compile(&hardened.seccomp.default).unwrap();
+            let getppid = compiled.evaluate(nr("getppid"), [0; 6]).unwrap();
+            assert_eq!(getppid, if want_log { LOG } else { ALLOW }, "{name}");
+            let said = hardened
+                .report
+                .changes
+                .iter()
+                .any(|c| c.what.starts_with("record mode"));
+            assert_eq!(said, want_log, "{name}");
+        }
+    }
+
     #[test]
     fn an_allow_default_action_becomes_log_and_denials_stay() {
         let narrow: LinuxSeccomp = serde_json::from_str(
