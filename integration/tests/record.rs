@@ -215,3 +215,100 @@ fn a_recording_sees_every_call() {
     // exit): 20 each is a floor a sampled or rate-limited recording would not reach.
     assert!(records >= 200 * 20, "only {records} records: {entry}");
 }
+
+/// Through CRI: one pod of two containers (the script and httpd) recorded under the
+/// `stockade-record` handler gets one profile per container, each with its own calls
+/// (only httpd asks for its peer's address), and both run under handler `stockade` with
+/// their profile as `seccompProfile: Localhost`.
+#[test]
+fn cri_pod_containers_get_their_own_profiles() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let c = common::start();
+    let cri = c.cri().unwrap();
+    let record = TestRuntime::stockade_record().expect("profiles/record.toml");
+    let default = TestRuntime::stockade().expect("profiles/default.toml");
+    let httpd = "mkdir -p /tmp/www && echo recorded page > /tmp/www/index.html && \
+        printf 'GET /index.html HTTP/1.0\\r\\n\\r\\n' | httpd -i -h /tmp/www; echo httpd done";
+    let workloads = [
+        ("script", SCRIPT, "script done"),
+        ("httpd", httpd, "httpd done"),
+    ];
+    // Runs both containers in a pod of `rt` and waits until each exited 0.
+    let run_pod = |rt: &TestRuntime, name: &str, profiles: Option<&[String; 2]>| {
+        let pod_cfg = cri.pod_config(name);
+        let pod = cri.run_pod_sandbox(&pod_cfg, rt.cri_handler).unwrap();
+        let mut ids = Vec::new();
+        for (i, (container, script, _)) in workloads.iter().enumerate() {
+            let mut cfg = common::app_config(&cri, rt, container, &["sh", "-c", script]);
+            if let Some(profiles) = profiles {
+                let sc = cfg.linux.as_mut().and_then(|l| l.security_context.as_mut());
+                sc.unwrap().seccomp = Some(k8s_cri::v1::SecurityProfile {
+                    profile_type: k8s_cri::v1::security_profile::ProfileType::Localhost as i32,
+                    localhost_ref: profiles[i].clone(),
+                });
+            }
+            ids.push(cri.run_container(&pod, &cfg, &pod_cfg).unwrap());
+        }
+        for (id, (container, _, done)) in ids.iter().zip(&workloads) {
+            stockade_integration::exec::wait_for("the container to exit", common::WAIT, || {
+                let status = cri.container_status(id).ok()?.status?;
+                (status.state == k8s_cri::v1::ContainerState::ContainerExited as i32).then_some(())
+            })
+            .unwrap();
+            let status = cri.container_status(id).unwrap().status.unwrap();
+            let logs = cri.container_logs(id).unwrap_or_default();
+            assert_eq!(status.exit_code, 0, "{container} in {name}: {logs}");
+            assert!(logs.contains(done), "{container} in {name}: {logs}");
+        }
+        cri.stop_pod_sandbox(&pod).unwrap();
+        cri.remove_pod_sandbox(&pod).unwrap();
+    };
+
+    let recorder = Recorder::start(&c, &c.dir.join("recorded-pod")).expect("the recorder");
+    run_pod(&record, "recpod", None);
+    let recorded = recorder.finish().expect("the recording");
+    println!("---- pod recorded ----\n{}", recorded.stdout);
+    // Nothing lost. A pod's short-lived children (a subshell that exits within
+    // microseconds) may be gone before their records are read: those the recording
+    // names as unattributed, with their syscalls, instead of guessing a container.
+    let completeness = &recorded.summary["completeness"];
+    assert_eq!(completeness["kernel_lost"], 0, "{completeness}");
+    assert_eq!(completeness["socket_overruns"], 0, "{completeness}");
+    if completeness["complete"] != true {
+        let unattributed = &recorded.summary["unattributed_syscalls"];
+        assert!(
+            unattributed["stockade-it/recpod"].is_array(),
+            "{}",
+            recorded.summary
+        );
+        println!("incomplete, as it says: {completeness}");
+    }
+    let calls = |container: &str| -> Vec<String> {
+        let entry = recorded
+            .container(container)
+            .unwrap_or_else(|| panic!("no recording of {container}: {}", recorded.summary));
+        assert_eq!(entry["pod"], "recpod", "{entry}");
+        entry["syscalls"]["x86_64"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    let (script_calls, httpd_calls) = (calls("script"), calls("httpd"));
+    assert!(
+        httpd_calls.iter().any(|s| s == "getpeername"),
+        "{httpd_calls:?}"
+    );
+    assert!(
+        !script_calls.iter().any(|s| s == "getpeername"),
+        "{script_calls:?}"
+    );
+    let profiles = ["script", "httpd"].map(|name| {
+        recorded.container(name).unwrap()["profile"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    });
+    run_pod(&default, "enfpod", Some(&profiles));
+}

@@ -31,6 +31,9 @@ pub struct Recording {
     /// LOG records of a Stockade pod whose container could not be told (the process was
     /// gone and its pod has several containers).
     pub unattributed: u64,
+    /// Their syscalls by pod (`namespace/pod`, `unknown` where not even the pod is known):
+    /// what a profile of that pod's containers may lack.
+    pub unattributed_syscalls: BTreeMap<String, BTreeSet<String>>,
     /// LOG records of processes outside Stockade containers (ignored).
     pub foreign: u64,
     /// Times the record socket overflowed (each: at least one record lost).
@@ -61,9 +64,24 @@ impl Recording {
         }
         let workload = match attribution {
             Attribution::Container(w) => w,
-            Attribution::Pod(_) | Attribution::Gone => {
+            Attribution::Pod(w) => {
                 if is_log {
                     self.unattributed += 1;
+                    let pod = format!("{}/{}", w.namespace, w.pod);
+                    self.unattributed_syscalls
+                        .entry(pod)
+                        .or_default()
+                        .insert(record.syscall_name());
+                }
+                return;
+            }
+            Attribution::Gone => {
+                if is_log {
+                    self.unattributed += 1;
+                    self.unattributed_syscalls
+                        .entry(crate::attribution::UNKNOWN.into())
+                        .or_default()
+                        .insert(record.syscall_name());
                 }
                 return;
             }
@@ -114,9 +132,21 @@ impl Recording {
             ));
         }
         if self.unattributed > 0 {
+            let by_pod: Vec<String> = self
+                .unattributed_syscalls
+                .iter()
+                .map(|(pod, calls)| {
+                    format!(
+                        "{pod}: {}",
+                        calls.iter().cloned().collect::<Vec<_>>().join(" ")
+                    )
+                })
+                .collect();
             problems.push(format!(
-                "{} records of Stockade pods could not be attributed to a container",
-                self.unattributed
+                "{} records of Stockade pods could not be attributed to a container (their \
+                 processes exited before they were read); their syscalls: {}",
+                self.unattributed,
+                by_pod.join("; ")
             ));
         }
         Completeness {
@@ -139,39 +169,42 @@ pub struct UidMemory {
 }
 
 impl UidMemory {
-    /// Refines a lookup's attribution: a container is remembered for its UID; a record
-    /// that names none falls back to the one container its UID was seen in, and is
-    /// foreign when its UID lies outside Stockade's ID pool `pool` (first, size).
-    pub fn refine(
-        &mut self,
-        uid: Option<u32>,
-        found: Attribution,
-        pool: (u32, u32),
-    ) -> Attribution {
+    /// A record whose process's cgroup named container `w`.
+    pub fn learn(&mut self, uid: Option<u32>, w: &Workload) {
+        if let Some(uid) = uid {
+            self.seen.entry(uid).or_default().insert(w.clone());
+        }
+    }
+
+    /// An attribution the cgroup did not confirm: the one container the UID was seen in,
+    /// if it was seen in exactly one; foreign when the UID lies outside Stockade's ID pool
+    /// `pool` (first, size); else the lookup's own answer.
+    pub fn fallback(&self, uid: Option<u32>, found: Attribution, pool: (u32, u32)) -> Attribution {
         let Some(uid) = uid else {
             return found;
         };
+        if let Some(seen) = self.seen.get(&uid) {
+            let mut pods = seen.iter().map(|w| (&w.namespace, &w.pod));
+            match (seen.len(), pods.next()) {
+                (1, _) => {
+                    if let Some(w) = seen.iter().next() {
+                        return Attribution::Container(w.clone());
+                    }
+                }
+                (_, Some(first)) if pods.all(|p| p == first) => {
+                    return Attribution::Pod(Workload {
+                        namespace: first.0.clone(),
+                        pod: first.1.clone(),
+                        container: crate::attribution::UNKNOWN.into(),
+                    });
+                }
+                _ => {}
+            }
+        }
+        let in_pool = uid >= pool.0 && u64::from(uid) < u64::from(pool.0) + u64::from(pool.1);
         match found {
-            Attribution::Container(w) => {
-                self.seen.entry(uid).or_default().insert(w.clone());
-                Attribution::Container(w)
-            }
-            other => {
-                if let Some(only) = self.seen.get(&uid).filter(|s| s.len() == 1) {
-                    return Attribution::Container(
-                        only.iter()
-                            .next()
-                            .cloned()
-                            .unwrap_or_else(Workload::unknown),
-                    );
-                }
-                let in_pool =
-                    uid >= pool.0 && u64::from(uid) < u64::from(pool.0) + u64::from(pool.1);
-                match other {
-                    Attribution::Gone if !in_pool => Attribution::Foreign,
-                    other => other,
-                }
-            }
+            Attribution::Gone if !in_pool => Attribution::Foreign,
+            other => other,
         }
     }
 }
@@ -240,23 +273,24 @@ mod tests {
         let pool = (1 << 30, 1 << 26);
         let mut m = UidMemory::default();
         let ours = Some(1 << 30);
+        m.learn(ours, &workload("a"));
         let a = Attribution::Container(workload("a"));
-        assert_eq!(m.refine(ours, a.clone(), pool), a);
         // Its process gone, its container record deleted: still `a`.
-        assert_eq!(m.refine(ours, Attribution::Gone, pool), a);
+        assert_eq!(m.fallback(ours, Attribution::Gone, pool), a);
         // A UID of the pool never seen alive stays unattributed; outside the pool foreign.
+        let stranger = Some((1 << 30) + 65_536);
         assert_eq!(
-            m.refine(Some((1 << 30) + 65_536), Attribution::Gone, pool),
+            m.fallback(stranger, Attribution::Gone, pool),
             Attribution::Gone
         );
         assert_eq!(
-            m.refine(Some(1000), Attribution::Gone, pool),
+            m.fallback(Some(1000), Attribution::Gone, pool),
             Attribution::Foreign
         );
-        // Two containers under one UID (a pod): no guessing.
-        m.refine(ours, Attribution::Container(workload("b")), pool);
+        // Two containers under one UID (a pod): its pod, no guessing which container.
+        m.learn(ours, &workload("b"));
         let pod = Attribution::Pod(workload("unknown"));
-        assert_eq!(m.refine(ours, pod.clone(), pool), pod);
+        assert_eq!(m.fallback(ours, Attribution::Gone, pool), pod);
     }
 
     #[test]
@@ -271,6 +305,7 @@ mod tests {
         assert_eq!(c.kernel_lost, Some(5));
         assert_eq!((c.unattributed, c.socket_overruns), (1, 2));
         assert_eq!(c.problems.len(), 3, "{:?}", c.problems);
+        assert!(c.problems[2].ends_with("unknown: read"), "{:?}", c.problems);
         r.audit_after = None;
         assert!(r.completeness().problems[0].contains("could not be read"));
     }

@@ -121,8 +121,8 @@ fn check_log_action() -> Result<()> {
     Ok(())
 }
 
-/// Pid -> container, remembered: a process's first record (right after its fork) finds
-/// it alive, its last ones (exit_group) may not.
+/// Pid -> container, remembered once its cgroup confirmed it: a process's first record
+/// (right after its fork) finds it alive, its last ones (exit_group) may not.
 struct Attributor {
     cache: RecordCache,
     known: HashMap<(i32, Option<u32>), Workload>,
@@ -145,12 +145,15 @@ impl Attributor {
         if let Some(w) = self.known.get(&(record.pid, record.uid)) {
             return Attribution::Container(w.clone());
         }
-        let found = self.cache.attribute(record);
-        let found = self.uids.refine(record.uid, found, self.pool);
-        if let Attribution::Container(w) = &found {
-            self.known.insert((record.pid, record.uid), w.clone());
+        let (found, confirmed) = self.cache.attribute_checked(record);
+        match found {
+            Attribution::Container(w) if confirmed => {
+                self.uids.learn(record.uid, &w);
+                self.known.insert((record.pid, record.uid), w.clone());
+                Attribution::Container(w)
+            }
+            other => self.uids.fallback(record.uid, other, self.pool),
         }
-        found
     }
 }
 
@@ -159,6 +162,8 @@ struct Summary<'a> {
     completeness: Completeness,
     log_records: u64,
     foreign: u64,
+    /// Syscalls of records no container could be named for, by pod.
+    unattributed_syscalls: &'a std::collections::BTreeMap<String, BTreeSet<String>>,
     containers: Vec<ContainerSummary<'a>>,
 }
 
@@ -254,6 +259,7 @@ fn write_results(out: &Path, profile: &Profile, recording: &Recording) -> Result
         completeness,
         log_records: recording.log_records,
         foreign: recording.foreign,
+        unattributed_syscalls: &recording.unattributed_syscalls,
         containers,
     };
     let path = out.join("recording.json");
