@@ -66,22 +66,13 @@ impl Recording {
             Attribution::Container(w) => w,
             Attribution::Pod(w) => {
                 if is_log {
-                    self.unattributed += 1;
-                    let pod = format!("{}/{}", w.namespace, w.pod);
-                    self.unattributed_syscalls
-                        .entry(pod)
-                        .or_default()
-                        .insert(record.syscall_name());
+                    self.unattributed(format!("{}/{}", w.namespace, w.pod), record);
                 }
                 return;
             }
             Attribution::Gone => {
                 if is_log {
-                    self.unattributed += 1;
-                    self.unattributed_syscalls
-                        .entry(crate::attribution::UNKNOWN.into())
-                        .or_default()
-                        .insert(record.syscall_name());
+                    self.unattributed(crate::attribution::UNKNOWN.into(), record);
                 }
                 return;
             }
@@ -103,6 +94,14 @@ impl Recording {
         } else if record.is_denial() {
             container.denied.insert(record.syscall_name());
         }
+    }
+
+    fn unattributed(&mut self, pod: String, record: &SeccompRecord) {
+        self.unattributed += 1;
+        self.unattributed_syscalls
+            .entry(pod)
+            .or_default()
+            .insert(record.syscall_name());
     }
 
     pub fn completeness(&self) -> Completeness {
