@@ -77,10 +77,12 @@ install: release
 	install -s -D -m 0755 target/release/stockade $(PREFIX)/bin/stockade
 	install -D -m 0644 $(PROFILE_DIR)/default.toml $(ETC)/default.toml
 	install -D -m 0644 $(PROFILE_DIR)/strict.toml $(ETC)/strict.toml
+	install -D -m 0644 $(PROFILE_DIR)/record.toml $(ETC)/record.toml
 	install -D -m 0644 $(PROFILE_DIR)/seccomp/default.json $(ETC)/seccomp/default.json
 	install -D -m 0644 $(PROFILE_DIR)/seccomp/strict.json $(ETC)/seccomp/strict.json
 	$(PREFIX)/bin/stockade profile check $(ETC)/default.toml
 	$(PREFIX)/bin/stockade profile check $(ETC)/strict.toml
+	$(PREFIX)/bin/stockade profile check $(ETC)/record.toml
 	@echo "Installed. Register the runtimes with containerd (deploy/README.md), or use deploy/install.sh, which also writes the drop-in and restarts containerd."
 
 uninstall:

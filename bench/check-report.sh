@@ -10,7 +10,7 @@ fail() { echo "check-report: $*" >&2; exit 1; }
 [ -s "$dir/report.md" ] || fail "$dir/report.md missing or empty"
 [ -s "$dir/results.json" ] || fail "$dir/results.json missing or empty"
 grep -q '^## Goals' "$dir/report.md" || fail "report.md has no goals table"
-for id in lifecycle_serial shim_phases lifecycle_parallel ctr_run flame scale memory idrange workload rootfs_library rootfs_cri seccomp; do
+for id in lifecycle_serial shim_phases lifecycle_parallel ctr_run flame scale memory idrange workload rootfs_library rootfs_cri seccomp record; do
     grep -q "\"id\": \"$id\"" "$dir/results.json" || fail "results.json has no section $id"
 done
 if grep -q '"skipped": "' "$dir/results.json"; then

@@ -63,7 +63,7 @@ pub struct Args {
     #[arg(long)]
     pub big_files: Option<usize>,
     /// Sections to skip (lifecycle, parallel, ctr, flame, scale (and with it memory),
-    /// idrange, workload, rootfs, seccomp).
+    /// idrange, workload, rootfs, seccomp, record).
     #[arg(long, value_delimiter = ',')]
     pub skip: Vec<String>,
     /// Re-render report.md and the figures of an existing results directory from its
@@ -73,6 +73,9 @@ pub struct Args {
     /// Internal: the seccomp measurement child (single-threaded): <profile.json> <samples>.
     #[arg(long, hide = true, num_args = 2)]
     pub internal_seccomp: Option<Vec<String>>,
+    /// Internal: the record-mode measurement child: <profile.toml> <samples>.
+    #[arg(long, hide = true, num_args = 2)]
+    pub internal_record: Option<Vec<String>>,
 }
 
 fn default_results_root() -> PathBuf {
@@ -102,6 +105,7 @@ pub struct Settings {
     pub rootfs_lib_samples: usize,
     pub rootfs_cri_samples: usize,
     pub seccomp_samples: usize,
+    pub record_samples: usize,
     pub skip: Vec<String>,
 }
 
@@ -126,6 +130,7 @@ impl Settings {
                 rootfs_lib_samples: 5,
                 rootfs_cri_samples: 2,
                 seccomp_samples: 50,
+                record_samples: 10,
                 skip: Vec::new(),
             }
         } else {
@@ -147,6 +152,7 @@ impl Settings {
                 rootfs_lib_samples: 30,
                 rootfs_cri_samples: 10,
                 seccomp_samples: 1_000,
+                record_samples: 100,
                 skip: Vec::new(),
             }
         };

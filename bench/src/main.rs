@@ -14,6 +14,7 @@ mod machine;
 mod memory;
 mod model;
 mod phases;
+mod record;
 mod report;
 mod rootfs;
 mod runtimes;
@@ -37,21 +38,29 @@ use stockade_integration::containerd::CRI_NAMESPACE;
 use stockade_integration::paths::{self, SHIM_BINARY};
 use stockade_integration::{Containerd, Cri};
 
+/// A measurement helper's main (`--internal-NAME <profile.toml> <samples>`).
+fn helper_main(name: &str, v: &[String], f: fn(&Path, usize) -> Result<()>) -> ExitCode {
+    let r = v
+        .get(1)
+        .and_then(|n| n.parse::<usize>().ok())
+        .with_context(|| format!("--internal-{name} <profile.toml> <samples>"))
+        .and_then(|n| f(Path::new(&v[0]), n));
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("stockade-bench {name} helper: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     if let Some(v) = &args.internal_seccomp {
-        let r = v
-            .get(1)
-            .and_then(|n| n.parse::<usize>().ok())
-            .context("--internal-seccomp <profile.toml> <samples>")
-            .and_then(|n| seccomp::child_main(Path::new(&v[0]), n));
-        return match r {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("stockade-bench seccomp helper: {e:#}");
-                ExitCode::FAILURE
-            }
-        };
+        return helper_main("seccomp", v, seccomp::child_main);
+    }
+    if let Some(v) = &args.internal_record {
+        return helper_main("record", v, record::child_main);
     }
     if let Some(dir) = &args.render {
         let r = std::fs::read(dir.join("results.json"))
@@ -106,6 +115,7 @@ const SECTION_ORDER: &[&str] = &[
     "rootfs_library",
     "rootfs_cri",
     "seccomp",
+    "record",
 ];
 
 struct Run {
@@ -358,6 +368,11 @@ fn run(args: &Args) -> Result<PathBuf> {
     if settings.runs("seccomp") {
         run.section("seccomp", "Seccomp filter install time", || {
             seccomp::run(settings.seccomp_samples)
+        });
+    }
+    if settings.runs("record") {
+        run.section("record", "Record mode's cost to the workload", || {
+            record::run(settings.record_samples)
         });
     }
     if settings.runs("idrange") {

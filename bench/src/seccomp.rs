@@ -32,10 +32,39 @@ fn fork_measure(
     filter: Option<&stockade_runtime::seccomp::CompiledFilter>,
     log: bool,
 ) -> Result<(f64, f64)> {
+    fork_measure_with(filter, log, getppid_loop)
+}
+
+/// ns per getppid over [`LOOP`] calls.
+fn getppid_loop() -> f64 {
+    getppid_ns(LOOP)
+}
+
+/// ns per getppid over `calls` calls.
+pub(crate) fn getppid_ns(calls: u64) -> f64 {
+    let t = Instant::now();
+    for _ in 0..calls {
+        // SAFETY: getppid has no arguments and cannot fail.
+        unsafe {
+            libc::syscall(libc::SYS_getppid);
+        }
+    }
+    t.elapsed().as_nanos() as f64 / calls as f64
+}
+
+/// In a forked child: optionally install `filter`, run `work` (which returns its own
+/// figure, e.g. ns per operation), send the install time and that figure through a pipe,
+/// exit. Returns (install ns, the figure). `work` runs in the forked child of a
+/// single-threaded process: it must not rely on locks held by other threads.
+pub(crate) fn fork_measure_with(
+    filter: Option<&stockade_runtime::seccomp::CompiledFilter>,
+    log: bool,
+    work: fn() -> f64,
+) -> Result<(f64, f64)> {
     let (read_end, write_end) = nix::unistd::pipe().context("pipe")?;
     // SAFETY: this helper process is single-threaded (see the module docs), so the child
-    // may run ordinary code; it only installs the filter (no allocation), makes system
-    // calls and _exits.
+    // may run ordinary code; it only installs the filter (no allocation), runs `work`
+    // and _exits.
     match unsafe { nix::unistd::fork() }.context("fork")? {
         nix::unistd::ForkResult::Child => {
             drop(read_end);
@@ -45,17 +74,10 @@ fn fork_measure(
                 None => true,
             };
             let install_ns = t.elapsed().as_nanos() as u64;
-            let t = Instant::now();
-            for _ in 0..LOOP {
-                // SAFETY: getppid has no arguments and cannot fail.
-                unsafe {
-                    libc::syscall(libc::SYS_getppid);
-                }
-            }
-            let loop_ns = t.elapsed().as_nanos() as u64;
+            let figure = work();
             let mut buf = [0u8; 16];
             buf[..8].copy_from_slice(&install_ns.to_le_bytes());
-            buf[8..].copy_from_slice(&loop_ns.to_le_bytes());
+            buf[8..].copy_from_slice(&figure.to_bits().to_le_bytes());
             // SAFETY: writing our own stack buffer to a pipe fd we own, then _exit (no
             // destructors, no atexit handlers in a forked child).
             unsafe {
@@ -74,10 +96,36 @@ fn fork_measure(
                 bail!("measurement child ended with {status:?} (filter install failed?)");
             }
             let install = u64::from_le_bytes(buf[..8].try_into().unwrap_or_default());
-            let looped = u64::from_le_bytes(buf[8..].try_into().unwrap_or_default());
-            Ok((install as f64, looped as f64 / LOOP as f64))
+            let figure = u64::from_le_bytes(buf[8..].try_into().unwrap_or_default());
+            Ok((install as f64, f64::from_bits(figure)))
         }
     }
+}
+
+/// Runs this binary as a measurement helper (`flag profile samples`) and parses the JSON
+/// report it prints.
+pub(crate) fn run_helper<T: serde::de::DeserializeOwned>(
+    exe: &Path,
+    flag: &str,
+    profile: &Path,
+    samples: usize,
+    what: &str,
+) -> Result<T> {
+    let out = Command::new(exe)
+        .arg(flag)
+        .arg(profile)
+        .arg(samples.to_string())
+        .output()
+        .with_context(|| format!("running the {what} helper"))?;
+    if !out.status.success() {
+        bail!(
+            "{what} helper failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    serde_json::from_slice(&out.stdout)
+        .with_context(|| format!("parsing the {what} helper's report"))
 }
 
 /// The helper's main: compile the profile's filter, then `samples` forked children with
@@ -130,21 +178,7 @@ pub fn run(samples: usize) -> Result<Section> {
     while done < samples {
         check_stop()?;
         let n = CHUNK.min(samples - done);
-        let out = Command::new(&exe)
-            .arg("--internal-seccomp")
-            .arg(&profile)
-            .arg(n.to_string())
-            .output()
-            .context("running the seccomp helper")?;
-        if !out.status.success() {
-            bail!(
-                "seccomp helper failed ({}): {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        let r: ChildReport =
-            serde_json::from_slice(&out.stdout).context("parsing the seccomp helper's report")?;
+        let r: ChildReport = run_helper(&exe, "--internal-seccomp", &profile, n, "seccomp")?;
         if first {
             for v in &r.compile_ms {
                 sec.push("stockade", "compile", "ms", *v);

@@ -9,6 +9,7 @@
 
 mod monitor;
 mod node;
+mod profile;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -84,6 +85,10 @@ enum NodeCommand {
 enum ProfileCommand {
     /// Validate a profile TOML and the seccomp profile it names.
     Check { file: PathBuf },
+    /// Record what containers in record mode call; write a seccomp profile per container.
+    Record(profile::record::RecordArgs),
+    /// Show how a pod's seccomp profile narrows a profile's default filter.
+    Diff(profile::diff::DiffArgs),
 }
 
 fn main() -> ExitCode {
@@ -92,6 +97,12 @@ fn main() -> ExitCode {
         Command::Profile {
             command: ProfileCommand::Check { file },
         } => check_profile(&file),
+        Command::Profile {
+            command: ProfileCommand::Record(args),
+        } => profile::record::run(args),
+        Command::Profile {
+            command: ProfileCommand::Diff(args),
+        } => profile::diff::run(args),
         Command::Harden {
             profile,
             config,

@@ -5,7 +5,8 @@
 
 use crate::binaries::ConfigVersion;
 use crate::containerd::{
-    HANDLER_STOCKADE, HANDLER_STOCKADE_STRICT, RUNC_RUNTIME, STOCKADE_RUNTIME,
+    HANDLER_STOCKADE, HANDLER_STOCKADE_RECORD, HANDLER_STOCKADE_STRICT, RUNC_RUNTIME,
+    STOCKADE_RUNTIME,
 };
 use crate::image::PAUSE_IMAGE;
 use std::fmt::Write as _;
@@ -88,6 +89,7 @@ disabled_plugins = [{disabled}]
             for (handler, profile) in [
                 (HANDLER_STOCKADE, "default.toml"),
                 (HANDLER_STOCKADE_STRICT, "strict.toml"),
+                (HANDLER_STOCKADE_RECORD, "record.toml"),
             ] {
                 let _ = write!(
                     s,
@@ -227,7 +229,7 @@ mod tests {
             let doc: toml::Table = toml::from_str(&config(true).render(version)).unwrap();
             assert_eq!(
                 runtimes(&doc, version),
-                ["runc", "stockade", "stockade-strict"],
+                ["runc", "stockade", "stockade-record", "stockade-strict"],
                 "{version:?}"
             );
             let doc: toml::Table = toml::from_str(&config(false).render(version)).unwrap();

@@ -31,6 +31,7 @@ pub const RUNC_RUNTIME: &str = "io.containerd.runc.v2";
 /// CRI runtime handlers registered in the private containerd.
 pub const HANDLER_STOCKADE: &str = "stockade";
 pub const HANDLER_STOCKADE_STRICT: &str = "stockade-strict";
+pub const HANDLER_STOCKADE_RECORD: &str = "stockade-record";
 pub const HANDLER_RUNC: &str = "runc";
 
 /// Deadline for one `ctr` invocation.

@@ -11,6 +11,7 @@ pub mod containerd;
 pub mod cri;
 pub mod deploy;
 pub mod exec;
+pub mod exporter;
 pub mod hardening;
 pub mod image;
 pub mod kubelet_layout;
@@ -18,6 +19,7 @@ pub mod leftovers;
 pub mod paths;
 pub mod probes;
 pub mod prometheus;
+pub mod record;
 pub mod runtimes;
 pub mod teardown;
 

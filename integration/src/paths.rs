@@ -145,7 +145,7 @@ fn test_profiles(shipped: &Path) -> Result<PathBuf> {
     let seccomp = seccomp
         .canonicalize()
         .with_context(|| format!("resolving {}", seccomp.display()))?;
-    for name in ["default.toml", "strict.toml"] {
+    for name in ["default.toml", "strict.toml", "record.toml"] {
         let text = test_profile_text(shipped, name, Some(&seccomp))?;
         // Several test processes may do this at once: write aside, then rename.
         let tmp = dir.join(format!(".{name}.{}", std::process::id()));

@@ -96,13 +96,18 @@ pub fn probe_sources() -> Vec<PathBuf> {
 
 /// Compile the probe statically into `dir`; returns the binary's path.
 pub fn build_probe(dir: &Path) -> Result<PathBuf> {
-    paths::require_tool("gcc")?;
     let out = dir.join("stockade-probe");
-    let sources = probe_sources();
+    gcc_static(&probe_sources(), &out)?;
+    Ok(out)
+}
+
+/// `gcc -static -O2 -Wall -o OUT SOURCES...`, failing with gcc's message.
+pub fn gcc_static(sources: &[PathBuf], out: &Path) -> Result<()> {
+    paths::require_tool("gcc")?;
     let result = Command::new("gcc")
         .args(["-static", "-O2", "-Wall", "-o"])
-        .arg(&out)
-        .args(&sources)
+        .arg(out)
+        .args(sources)
         .output()
         .context("running gcc")?;
     if !result.status.success() {
@@ -116,7 +121,7 @@ pub fn build_probe(dir: &Path) -> Result<PathBuf> {
             String::from_utf8_lossy(&result.stderr)
         );
     }
-    Ok(out)
+    Ok(())
 }
 
 /// The probe image's single layer. `/dev/null` points at `devnull_target`, a host path.

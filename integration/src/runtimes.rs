@@ -2,7 +2,8 @@
 //! with its two profiles.
 
 use crate::containerd::{
-    HANDLER_RUNC, HANDLER_STOCKADE, HANDLER_STOCKADE_STRICT, RUNC_RUNTIME, STOCKADE_RUNTIME,
+    HANDLER_RUNC, HANDLER_STOCKADE, HANDLER_STOCKADE_RECORD, HANDLER_STOCKADE_STRICT, RUNC_RUNTIME,
+    STOCKADE_RUNTIME,
 };
 use crate::paths;
 use anyhow::Result;
@@ -47,6 +48,16 @@ impl TestRuntime {
             ctr_runtime: STOCKADE_RUNTIME,
             cri_handler: HANDLER_STOCKADE_STRICT,
             profile: Some(paths::profile("strict.toml")?),
+        })
+    }
+
+    /// Stockade with profiles/record.toml (record mode, CRI handler `stockade-record`).
+    pub fn stockade_record() -> Result<TestRuntime> {
+        Ok(TestRuntime {
+            label: "stockade-record",
+            ctr_runtime: STOCKADE_RUNTIME,
+            cri_handler: HANDLER_STOCKADE_RECORD,
+            profile: Some(paths::profile("record.toml")?),
         })
     }
 

@@ -4,92 +4,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-use stockade_integration::paths;
+use std::time::Duration;
+use stockade_integration::exporter::Exporter as Monitor;
 use stockade_integration::prometheus::{self, Prometheus};
 use stockade_integration::runtimes::TestRuntime;
-use stockade_integration::Containerd;
-
-/// The exporter, a child of this test: ended by PID when dropped.
-struct Monitor {
-    child: Child,
-    addr: std::net::SocketAddr,
-    /// Its debug log (every denial and how it was attributed), shown when a check fails.
-    log: tempfile::NamedTempFile,
-}
-
-impl Monitor {
-    /// An exporter reading the node state of the shims of `c`.
-    fn start(c: &Containerd) -> Monitor {
-        let bin = paths::shim_dir().expect("built binaries").join("stockade");
-        let log = tempfile::NamedTempFile::new().unwrap();
-        let mut child = Command::new(&bin)
-            .args(["monitor", "--listen", "127.0.0.1:0", "--profile"])
-            .arg(paths::profiles_dir().join("default.toml"))
-            .arg("--state-dir")
-            .arg(c.stockade_state.root())
-            .env("RUST_LOG", "stockade_monitor=debug")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::piped())
-            .stderr(log.reopen().unwrap())
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = stockade_monitor::banner_addr(&line)
-            .unwrap_or_else(|| panic!("no address in {line:?}"));
-        Monitor { child, addr, log }
-    }
-
-    /// The scrape and the exporter's log, for a failure message.
-    fn diagnosis(&self) -> String {
-        let log = std::fs::read_to_string(self.log.path()).unwrap_or_default();
-        let tail: Vec<&str> = log.lines().rev().take(60).collect();
-        let tail: Vec<&str> = tail.into_iter().rev().collect();
-        format!(
-            "{}\n---- exporter log, last lines ----\n{}",
-            self.scrape(),
-            tail.join("\n")
-        )
-    }
-
-    fn scrape(&self) -> String {
-        stockade_monitor::http::get(self.addr, "/metrics")
-            .unwrap()
-            .1
-    }
-
-    /// Sum of the samples whose series line contains every one of `parts`.
-    fn sum(&self, metric: &str, parts: &[&str]) -> f64 {
-        self.scrape()
-            .lines()
-            .filter(|l| l.starts_with(metric) && parts.iter().all(|p| l.contains(p)))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
-    }
-
-    fn wait_for(&self, metric: &str, parts: &[&str], at_least: f64) -> f64 {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let v = self.sum(metric, parts);
-            if v >= at_least || Instant::now() > deadline {
-                return v;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-}
-
-impl Drop for Monitor {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 #[test]
 fn denied_syscalls_and_refusals_reach_the_exporter() {

@@ -1,7 +1,7 @@
 //! What the exporter counts, and turning it into the exposition text on every scrape.
 
 use crate::attribution::{attribute, Attribution, Workload};
-use crate::cgroup::{read_proc_cgroup, CgroupLayout};
+use crate::cgroup::{is_within, read_proc_cgroup, CgroupLayout, ProcCgroup};
 use crate::exposition::{Exposition, Histogram, Kind};
 use crate::seccomp_log::SeccompRecord;
 use crate::trail::{TrailCounts, TrailTail};
@@ -69,15 +69,34 @@ impl RecordCache {
 
     /// Attributes a denial's process by its UID and, while it lives, its cgroups.
     pub fn attribute(&mut self, record: &SeccompRecord) -> Attribution {
+        self.attribute_checked(record).0
+    }
+
+    /// [`RecordCache::attribute`], and whether the process's cgroup confirmed it (alive,
+    /// inside that container's cgroup) rather than its UID alone. An answer the cgroup
+    /// does not confirm rereads the records first: a container created since the last
+    /// read would otherwise be taken for its pod's only known one.
+    pub fn attribute_checked(&mut self, record: &SeccompRecord) -> (Attribution, bool) {
         let cgroups = read_proc_cgroup(record.pid).ok();
         self.refresh_if_older(CACHE_MAX_AGE);
-        match attribute(record.uid, cgroups.as_deref(), &self.records) {
-            Attribution::Foreign | Attribution::Gone => {
-                self.refresh_if_older(CACHE_MISS_AGE);
-                attribute(record.uid, cgroups.as_deref(), &self.records)
-            }
-            found => found,
+        let mut found = attribute(record.uid, cgroups.as_deref(), &self.records);
+        if !self.confirms(&found, cgroups.as_deref()) {
+            self.refresh_if_older(CACHE_MISS_AGE);
+            found = attribute(record.uid, cgroups.as_deref(), &self.records);
         }
+        let confirmed = self.confirms(&found, cgroups.as_deref());
+        (found, confirmed)
+    }
+
+    fn confirms(&self, found: &Attribution, cgroups: Option<&[ProcCgroup]>) -> bool {
+        let (Attribution::Container(w), Some(cgroups)) = (found, cgroups) else {
+            return false;
+        };
+        self.records.iter().any(|r| {
+            !r.cgroups_path.is_empty()
+                && Workload::of(r) == *w
+                && cgroups.iter().any(|c| is_within(&c.path, &r.cgroups_path))
+        })
     }
 }
 

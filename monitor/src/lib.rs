@@ -11,10 +11,12 @@
 //! (the HTTP server, [`http`], and the record reader); [`Monitor::stop`] ends them.
 
 pub mod attribution;
+pub mod audit_status;
 pub mod cgroup;
 pub mod collector;
 pub mod exposition;
 pub mod http;
+pub mod recording;
 pub mod seccomp_log;
 pub mod sources;
 pub mod tail;

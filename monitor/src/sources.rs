@@ -67,6 +67,16 @@ impl Netlink {
     }
 }
 
+impl Netlink {
+    /// Raises the receive buffer to `bytes` past net.core.rmem_max (SO_RCVBUFFORCE, needs
+    /// CAP_NET_ADMIN): a recording gets a record per syscall, bursts the default buffer
+    /// cannot absorb.
+    pub fn force_rx_buffer(&self, bytes: usize) -> std::io::Result<()> {
+        nix::sys::socket::setsockopt(&self.socket, nix::sys::socket::sockopt::RcvBufForce, &bytes)
+            .map_err(std::io::Error::from)
+    }
+}
+
 impl RecordSource for Netlink {
     fn read(&mut self) -> std::io::Result<Batch> {
         let mut batch = Batch::default();

@@ -10,6 +10,7 @@ mod devices;
 mod kubelet_userns;
 mod placement;
 mod policy;
+pub mod record;
 pub mod registry;
 mod resources;
 mod secrets;
@@ -289,7 +290,7 @@ pub fn harden(
     Ok(Hardened {
         spec,
         seccomp: SeccompPlan {
-            default: profile.seccomp.profile.clone(),
+            default: record::default_filter(profile, &mut report),
             pod: pod_seccomp,
         },
         pod_sysctls,

@@ -111,6 +111,9 @@ pub struct SeccompSettings {
     pub profile: LinuxSeccomp,
     /// Install with SECCOMP_FILTER_FLAG_LOG so the kernel audits denials.
     pub log_denials: bool,
+    /// Record mode (`stockade-record`): the default filter's allowed syscalls are logged
+    /// (SECCOMP_RET_LOG) instead of silently allowed; see `hardener::record`.
+    pub record: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -224,6 +227,8 @@ struct RawSeccomp {
     narrow: Vec<PathBuf>,
     #[serde(default = "default_true")]
     log_denials: bool,
+    #[serde(default)]
+    record: bool,
 }
 
 fn default_true() -> bool {

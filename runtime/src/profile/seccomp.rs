@@ -59,6 +59,7 @@ pub(super) fn load(
         narrowing,
         profile,
         log_denials: raw.log_denials,
+        record: raw.record,
     })
 }
 

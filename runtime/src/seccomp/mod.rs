@@ -67,6 +67,7 @@ mod arch;
 mod compile;
 mod eval;
 mod install;
+pub mod recorded;
 
 pub use arch::Arch;
 pub use eval::{combine, SeccompData};
