@@ -12,7 +12,9 @@
 use libfuzzer_sys::fuzz_target;
 use std::path::Path;
 use std::sync::LazyLock;
-use stockade_runtime::hardener::{harden, HardenContext, HardenError, Hardened, Rule};
+use stockade_runtime::hardener::{
+    harden, CgroupDriver, HardenContext, HardenError, Hardened, Rule,
+};
 use stockade_runtime::idrange::IdRange;
 use stockade_runtime::oci_spec::runtime::{LinuxNamespaceType, Spec};
 use stockade_runtime::profile::{Profile, RootPolicy, Verdict};
@@ -64,6 +66,7 @@ fuzz_target!(|data: &[u8]| {
         pod_userns: (!is_sandbox).then(|| format!("/proc/{POD_PID}/ns/user").into()),
         pod_pids: vec![POD_PID],
         netns_path_is_host: case & 8 != 0,
+        cgroup_driver: CgroupDriver::Cgroupfs,
         resolved_sources: Default::default(),
     };
     match harden(spec, profile, &ctx) {
