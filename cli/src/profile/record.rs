@@ -180,6 +180,9 @@ struct ContainerSummary<'a> {
     /// Syscalls the generated profile allows, and the default filter.
     profile_allows: Option<usize>,
     default_allows: Option<usize>,
+    /// Syscalls of the pod's unattributed records that this container did not record:
+    /// its profile allows them too, so that what may have been its own is not denied.
+    added_from_pod: BTreeSet<String>,
     problems: Vec<String>,
 }
 
@@ -198,8 +201,12 @@ fn write_results(out: &Path, profile: &Profile, recording: &Recording) -> Result
             profile: None,
             profile_allows: None,
             default_allows: None,
+            added_from_pod: BTreeSet::new(),
             problems: Vec::new(),
         };
+        let pod_unattributed = recording
+            .unattributed_syscalls
+            .get(&format!("{}/{}", w.namespace, w.pod));
         for (abi, names) in &c.syscalls {
             let Ok(arch) = Arch::from_str(abi) else {
                 summary
@@ -216,7 +223,15 @@ fn write_results(out: &Path, profile: &Profile, recording: &Recording) -> Result
                     "syscalls unknown to Stockade on {abi}: {unknown:?}"
                 ));
             }
-            let generated = recorded::profile_from_recording(&known, default, arch)?;
+            let mut allowed = known.clone();
+            if Some(arch) == Arch::running() {
+                for name in pod_unattributed.into_iter().flatten() {
+                    if arch.number(name).is_some() && allowed.insert(name.clone()) {
+                        summary.added_from_pod.insert(name.clone());
+                    }
+                }
+            }
+            let generated = recorded::profile_from_recording(&allowed, default, arch)?;
             let dir = out.join(file_name(&w.pod));
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
             let mut name = file_name(&w.container);
@@ -227,8 +242,12 @@ fn write_results(out: &Path, profile: &Profile, recording: &Recording) -> Result
             let text = serde_json::to_string_pretty(&generated)? + "\n";
             std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
             let narrowing = recorded::narrowing(default, &generated, arch)?;
+            let added = match summary.added_from_pod.len() {
+                0 => String::new(),
+                n => format!(", {n} more from the pod's unattributed records"),
+            };
             println!(
-                "{}/{}/{}: {} syscalls recorded ({abi}); profile allows {} of the default's {} -> {}",
+                "{}/{}/{}: {} syscalls recorded ({abi}){added}; profile allows {} of the default's {} -> {}",
                 w.namespace,
                 w.pod,
                 w.container,
