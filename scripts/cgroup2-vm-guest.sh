@@ -49,7 +49,9 @@ if [ -n "$c2" ] && [ -x "$c2/containerd" ]; then
 else
   echo "!!! cgroup2 tests against containerd 2.x SKIPPED: no shared containerd 2.x"
 fi
-run stockade_ctr "$ctr"
+# What reads or writes cgroups: task metrics, pause/resume (freezer), OOM events.
+run "stockade_ctr (metrics, pause, OOM)" "$ctr" --exact \
+  stockade_ctr_metrics stockade_ctr_pause_resume stockade_ctr_oom_event
 run "stockade_cri (limits, update, refusal)" "$cri" --exact \
   stockade_cri_pod_lifecycle stockade_cri_update_resources \
   stockade_cri_memory_above_ceiling_is_clamped stockade_cri_refuses_privileged

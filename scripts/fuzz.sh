@@ -5,6 +5,8 @@
 # names the reproducer. Everything it writes is under target/: the build (target/fuzz),
 # the corpora (target/fuzz-corpus/<target>, seeded from the repository and kept between
 # runs), crash inputs (target/fuzz-artifacts/<target>) and libFuzzer's logs (target/fuzz-logs).
+# FUZZ_BUILD=dev builds without optimisation (a short smoke run, e.g. CI's, spends its time
+# compiling; a long run wants the default, release).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,10 +30,16 @@ log_root=target/fuzz-logs
 # RUSTC_BOOTSTRAP lets the stable toolchain take them. Address sanitizer is the default.
 echo "fuzz: building ${targets[*]}"
 build_started=$(date +%s)
-RUSTC_BOOTSTRAP=1 cargo fuzz build --target-dir "$build_dir"
+profile=${FUZZ_BUILD:-release}
+case $profile in
+  release) build_flags=() ;;
+  dev) build_flags=(--dev) ;;
+  *) echo "fuzz: FUZZ_BUILD must be release or dev, not '$profile'" >&2; exit 2 ;;
+esac
+RUSTC_BOOTSTRAP=1 cargo fuzz build "${build_flags[@]}" --target-dir "$build_dir"
 echo "fuzz: built in $(($(date +%s) - build_started))s"
 host=$(rustc -vV | sed -n 's/^host: //p')
-bin_dir=$build_dir/$host/release
+bin_dir=$build_dir/$host/$([ "$profile" = dev ] && echo debug || echo release)
 
 # Seeds: real inputs from the repository, rewritten on every run (the corpora also keep
 # what earlier runs found).
