@@ -140,7 +140,7 @@ fn a_weak_node_fails_with_why_and_fix_for_each_finding() {
         ("idmap.tmpfs", "warn"),
         ("containerd.privileged_without_host_devices", "warn"),
         ("containerd.restrict_oom_score_adj", "fail"),
-        ("containerd.enable_unprivileged_ports", "warn"),
+        ("containerd.enable_unprivileged_ports", "info"),
         ("cgroup.version", "warn"),
         ("cgroup.driver", "fail"),
         ("ids.subuid", "fail"),

@@ -144,18 +144,17 @@ fn unprivileged_ports(c: &ContainerdFacts) -> Finding {
             format!("{observed} (sandboxes get net.ipv4.ip_unprivileged_port_start=0)"),
         );
     }
+    // Ports below 1024 work either way: Stockade sets ip_unprivileged_port_start=0 itself
+    // in a pod whose profile lets it hold CAP_NET_BIND_SERVICE. Only ICMP sockets (ping)
+    // still depend on containerd's ping_group_range.
     Finding::new(
-        if effective == Some(false) {
-            Status::Warn
-        } else {
-            Status::Info
-        },
+        Status::Info,
         check,
-        observed,
-        "a Stockade container's root is root only in its user namespace, while the pod's \
-         network namespace belongs to the host's: it cannot bind ports below 1024 \
-         (CAP_NET_BIND_SERVICE notwithstanding) unless the sandbox allows them",
-        "set enable_unprivileged_ports = true (and enable_unprivileged_icmp = true for ping)",
+        format!("{observed} (Stockade lowers ip_unprivileged_port_start itself)"),
+        "ping from a Stockade pod needs ICMP sockets (net.ipv4.ping_group_range), which \
+         containerd sets only with enable_unprivileged_icmp; low ports are Stockade's own \
+         business (its pods get ip_unprivileged_port_start=0 where NET_BIND_SERVICE is allowed)",
+        "for ping in pods: enable_unprivileged_ports = true and enable_unprivileged_icmp = true",
     )
 }
 
@@ -235,7 +234,7 @@ mod tests {
         );
         assert_eq!(
             find(&f, "containerd.enable_unprivileged_ports")[0].status,
-            Status::Warn
+            Status::Info
         );
         assert_eq!(
             find(&f, "containerd.restrict_oom_score_adj")[0].status,
