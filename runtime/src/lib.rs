@@ -26,6 +26,7 @@ pub mod rootfs_idmap;
 pub mod seccomp;
 pub mod spec;
 pub mod state_dir;
+pub mod storage_settings;
 pub mod traversal;
 pub mod userns;
 pub mod volume_settings;
