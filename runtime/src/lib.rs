@@ -20,6 +20,7 @@ pub mod namespaces;
 pub mod node_state;
 pub mod pod;
 pub mod profile;
+pub mod project_quota;
 pub mod quote;
 pub mod rootfs;
 pub mod rootfs_idmap;

@@ -68,6 +68,7 @@ pub fn undo_record(
     pool: impl FnOnce() -> anyhow::Result<IdPoolSettings>,
 ) -> anyhow::Result<()> {
     host.sweep_cgroups(id, record)?;
+    crate::quota::release(bundle)?;
     if record.is_sandbox {
         if let Some(range) = host.release_id_range(&record.sandbox_id, pool()?)? {
             tracing::info!(pod = %record.sandbox_id, %range, "ID range released");

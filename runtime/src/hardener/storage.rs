@@ -24,8 +24,13 @@ pub const ANNOTATION_INODES: &str = "io.stockade.ephemeral-inodes";
 pub enum WritableLayer {
     /// No writable layer: a read-only overlay, or no rootfs mounts at all.
     None,
-    /// The overlay upper directory, on a filesystem with project quotas enforced.
-    Quota { upper: PathBuf, filesystem: String },
+    /// The overlay upper directory and its work directory (which must share the upper's
+    /// project: a copy-up renames from one into the other), on a filesystem with project
+    /// quotas enforced.
+    Quota {
+        dirs: Vec<PathBuf>,
+        filesystem: String,
+    },
     /// Somewhere no project quota can bound: `why` names the filesystem and what it lacks.
     NoQuota { why: String },
 }
@@ -33,7 +38,8 @@ pub enum WritableLayer {
 /// A project quota to set on the upper directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StorageQuota {
-    pub upper: PathBuf,
+    /// The upper directory first, then the work directory.
+    pub dirs: Vec<PathBuf>,
     pub limits: StorageLimits,
 }
 
@@ -112,7 +118,7 @@ pub fn decide(
             report.note("ephemeral storage: no writable layer, nothing to bound");
             Ok(None)
         }
-        WritableLayer::Quota { upper, filesystem } => {
+        WritableLayer::Quota { dirs, filesystem } => {
             report.change(
                 "storage",
                 format!(
@@ -121,7 +127,7 @@ pub fn decide(
                 ),
             );
             Ok(Some(StorageQuota {
-                upper: upper.clone(),
+                dirs: dirs.clone(),
                 limits,
             }))
         }

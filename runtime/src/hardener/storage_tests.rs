@@ -32,7 +32,10 @@ fn spec(annotations: &[(&str, &str)]) -> Spec {
 
 fn quota_layer() -> WritableLayer {
     WritableLayer::Quota {
-        upper: "/var/lib/containerd/snapshots/7/fs".into(),
+        dirs: vec![
+            "/var/lib/containerd/snapshots/7/fs".into(),
+            "/var/lib/containerd/snapshots/7/work".into(),
+        ],
         filesystem: "ext4 on /dev/loop3".into(),
     }
 }
@@ -56,7 +59,7 @@ fn default_limits_on_a_quota_filesystem() {
     .unwrap();
     assert_eq!(q.limits.bytes, 1 << 30);
     assert_eq!(q.limits.inodes, 10_000);
-    assert_eq!(q.upper, Path::new("/var/lib/containerd/snapshots/7/fs"));
+    assert_eq!(q.dirs[0], Path::new("/var/lib/containerd/snapshots/7/fs"));
     assert!(report.changes.iter().any(|c| c.guard == "storage"));
 }
 
