@@ -203,7 +203,13 @@ fn ephemeral_storage_is_bounded_by_a_project_quota() {
     // 1 GiB: dd stops there.
     let gib = format!("{ANNOTATION_BYTES}=1Gi");
     let script = FILL_BYTES.replace("$MIB", "1500");
-    let out = ctr_run(&c, &stockade, std::slice::from_ref(&gib), "fill-bytes", &script);
+    let out = ctr_run(
+        &c,
+        &stockade,
+        std::slice::from_ref(&gib),
+        "fill-bytes",
+        &script,
+    );
     let bytes = figure(&out, "bytes").unwrap_or_else(|| panic!("{}", describe(&out)));
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     eprintln!(
@@ -231,7 +237,13 @@ fn ephemeral_storage_is_bounded_by_a_project_quota() {
     // Inodes: 500, then the next file fails.
     let inodes = format!("{ANNOTATION_INODES}=500");
     let script = FILL_INODES.replace("$MAX", "2000");
-    let out = ctr_run(&c, &stockade, std::slice::from_ref(&inodes), "fill-inodes", &script);
+    let out = ctr_run(
+        &c,
+        &stockade,
+        std::slice::from_ref(&inodes),
+        "fill-inodes",
+        &script,
+    );
     let files = figure(&out, "files").unwrap_or_else(|| panic!("{}", describe(&out)));
     eprintln!(
         "[prjquota] stockade, 500-inode limit: {files} files created: {}",

@@ -78,16 +78,21 @@ fn annotations_choose_within_the_ceiling() {
     assert_eq!((q.limits.bytes, q.limits.inodes), (2 << 30, 2000));
 }
 
+/// What one annotation on a quota filesystem gets, where it is refused.
+fn annotated_error(key: &str, value: &str) -> HardenError {
+    decide(
+        &spec(&[(key, value)]),
+        &profile(Unsupported::Unbounded),
+        &quota_layer(),
+        &mut Report::default(),
+    )
+    .unwrap_err()
+}
+
 #[test]
 fn above_the_ceiling_is_refused_naming_the_annotation() {
     for (key, value) in [(ANNOTATION_BYTES, "5Gi"), (ANNOTATION_INODES, "50001")] {
-        let e = decide(
-            &spec(&[(key, value)]),
-            &profile(Unsupported::Unbounded),
-            &quota_layer(),
-            &mut Report::default(),
-        )
-        .unwrap_err();
+        let e = annotated_error(key, value);
         let HardenError::Refused(r) = &e else {
             panic!("{e}")
         };
@@ -107,13 +112,7 @@ fn malformed_annotations_name_the_key() {
         (ANNOTATION_INODES, "1e6"),
         (ANNOTATION_INODES, "3"),
     ] {
-        let e = decide(
-            &spec(&[(key, value)]),
-            &profile(Unsupported::Unbounded),
-            &quota_layer(),
-            &mut Report::default(),
-        )
-        .unwrap_err();
+        let e = annotated_error(key, value);
         assert!(
             matches!(&e, HardenError::InvalidSpec(m) if m.contains(key)),
             "{key}={value}: {e}"
