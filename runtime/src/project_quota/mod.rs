@@ -223,8 +223,11 @@ pub fn apply(
     match done {
         Ok(()) => Ok(applied),
         Err(e) => {
+            // What release cannot undo (the limits, where quotactl itself failed) is
+            // harmless once the ID is free: the next claim sets its own limits.
             let _ = release(bundle);
             let _ = std::fs::remove_file(&applied.claim);
+            let _ = std::fs::remove_file(&record);
             Err(e)
         }
     }
@@ -261,3 +264,6 @@ pub fn release(bundle: &Path) -> Result<Option<Applied>, QuotaError> {
     std::fs::remove_file(&record).map_err(io_err(&record, "removing"))?;
     Ok(Some(applied))
 }
+
+#[cfg(test)]
+mod tests;
