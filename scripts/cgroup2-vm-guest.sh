@@ -4,12 +4,14 @@
 # on 6.1, then runs the given test binaries.
 #   $1: stockade-cgroups test binaries (space-separated)  $2: cgroup2  $3: stockade_ctr
 #   $4: stockade_cri  $5: stockade-runtime's userns_rootfs (idmapped layers on 6.1)
+#   $6: ephemeral_storage (project quotas: this kernel has them, the host's may not)
 set -euo pipefail
-cgroups_bins=$1 cgroup2=$2 ctr=$3 cri=$4 rootfs=$5
+cgroups_bins=$1 cgroup2=$2 ctr=$3 cri=$4 rootfs=$5 storage=${6:-}
 [ -f /sys/fs/cgroup/cgroup.controllers ] || { echo "not pure cgroup v2" >&2; exit 1; }
 echo "guest: kernel $(uname -r), PID 1 $(cat /proc/1/comm), init=${STOCKADE_C2_INIT:-?}"
 
 modprobe loop 2>/dev/null || true
+modprobe quota_v2 2>/dev/null || true
 img=/run/stockade-c2-tmp.ext4
 truncate -s 3G "$img"
 mkfs.ext4 -q -F "$img"
@@ -56,6 +58,15 @@ run "stockade_cri (limits, update, refusal)" "$cri" --exact \
   stockade_cri_pod_lifecycle stockade_cri_update_resources \
   stockade_cri_memory_above_ceiling_is_clamped stockade_cri_refuses_privileged
 
+# About 3 minutes per containerd under TCG: with the plain init only.
+if [ -n "$storage" ] && [ "$(cat /proc/1/comm)" != systemd ]; then
+  quota_test=(--exact ephemeral_storage_is_bounded_by_a_project_quota)
+  STOCKADE_REQUIRE_PRJQUOTA=1 run "ephemeral storage (project quotas, containerd 1.6)" "$storage" "${quota_test[@]}"
+  if [ -n "$c2" ] && [ -x "$c2/containerd" ]; then
+    STOCKADE_REQUIRE_PRJQUOTA=1 STOCKADE_CONTAINERD=$c2 \
+      run "ephemeral storage (project quotas, containerd 2.x)" "$storage" "${quota_test[@]}"
+  fi
+fi
 umount /tmp 2>/dev/null || umount -l /tmp
 if [ ${#failed[@]} -gt 0 ]; then
   echo "FAILED: ${failed[*]}"

@@ -32,7 +32,7 @@ build() { # cargo args... -> the test executables cargo built
 "$CARGO" build -p containerd-shim-stockade-v1
 mapfile -t cgroups_bins < <(build -p stockade-cgroups)
 mapfile -t rootfs_bin < <(build -p stockade-runtime --test userns_rootfs)
-mapfile -t it_bins < <(build -p stockade-integration --test cgroup2 --test stockade_ctr --test stockade_cri)
+mapfile -t it_bins < <(build -p stockade-integration --test cgroup2 --test stockade_ctr --test stockade_cri --test ephemeral_storage)
 bin_of() { local b; for b in "${it_bins[@]}"; do case "$(basename "$b")" in "$1"-*) echo "$b"; return;; esac; done; }
 
 rc=0
@@ -45,7 +45,7 @@ for init in ${C2VM_INITS:-simple systemd}; do
       STOCKADE_C2_INIT="$init" STOCKADE_C2_CONTAINERD2="$C2" \
       "$VM" bash scripts/cgroup2-vm-guest.sh \
       "${cgroups_bins[*]}" "$(bin_of cgroup2)" "$(bin_of stockade_ctr)" "$(bin_of stockade_cri)" \
-      "${rootfs_bin[0]}"; then
+      "${rootfs_bin[0]}" "$(bin_of ephemeral_storage)"; then
     echo "== cgroup v2 suite, init=$init: FAILED" >&2
     rc=1
   fi

@@ -82,6 +82,9 @@ pub struct StartOptions {
     /// Appended to the config (whole TOML tables, e.g. another CRI runtime handler for
     /// the benchmark, in the config version of the containerd under test).
     pub extra_config: String,
+    /// containerd's root (the snapshotter's data; None: `root` in the instance's dir), e.g.
+    /// a test's own filesystem. It must exist; the test removes it.
+    pub root: Option<PathBuf>,
 }
 
 impl Default for StartOptions {
@@ -91,6 +94,7 @@ impl Default for StartOptions {
             stockade_runtimes: true,
             config_version: None,
             extra_config: String::new(),
+            root: None,
         }
     }
 }
@@ -151,7 +155,7 @@ impl Containerd {
             None => StateDir::new(dir.join("stockade"))?,
         };
         let mut c = Containerd {
-            root: dir.join("root"),
+            root: options.root.clone().unwrap_or_else(|| dir.join("root")),
             state: dir.join("state"),
             socket: dir.join("containerd.sock"),
             config_path: dir.join("config.toml"),

@@ -68,6 +68,10 @@ pub fn undo_record(
     pool: impl FnOnce() -> anyhow::Result<IdPoolSettings>,
 ) -> anyhow::Result<()> {
     host.sweep_cgroups(id, record)?;
+    if let Err(e) = crate::quota::release(bundle) {
+        // The ID range and the record are released all the same; the claim stays taken.
+        tracing::warn!(container = id, error = %format!("{e:#}"), "releasing the project quota failed");
+    }
     if record.is_sandbox {
         if let Some(range) = host.release_id_range(&record.sandbox_id, pool()?)? {
             tracing::info!(pod = %record.sandbox_id, %range, "ID range released");

@@ -21,6 +21,7 @@ pub mod launcher;
 pub mod logging;
 pub mod oom;
 pub mod podrange;
+pub mod quota;
 pub mod server;
 pub mod state;
 pub mod stats;

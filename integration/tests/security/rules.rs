@@ -83,6 +83,15 @@ pub(super) fn specs() -> Vec<Spec> {
             )
         },
         row(
+            "disk-fill",
+            true,
+            "ephemeral storage: a project quota on the writable layer; on a filesystem without \
+             project quotas, rule `ephemeral-storage` (storage.unsupported = \"refuse\")",
+            None,
+            false,
+            None,
+        ),
+        row(
             "run-as-root (strict)",
             true,
             "policy rule `run-as-root` (pod sandbox exempt)",
@@ -174,6 +183,7 @@ pub(super) fn probes(c: &Containerd, rt: &TestRuntime, audit: &Audit, r: &mut Re
     r.insert("id-range-reuse".into(), id_range_reuse(c, rt));
     r.insert("host-device".into(), host_device(c, rt));
     r.insert("update-device-rule".into(), update_device_rule(c, rt));
+    r.insert("disk-fill".into(), disk_fill(c, rt));
     let cri = match c.cri() {
         Ok(cri) => Some(cri),
         Err(e) => {
@@ -203,6 +213,55 @@ pub(super) fn probes(c: &Containerd, rt: &TestRuntime, audit: &Audit, r: &mut Re
             None => Res::error(format!("probe strict: no result; {}", describe(&out))),
         };
         r.insert(row.into(), res);
+    }
+}
+
+/// 32 MiB written to /tmp (the writable layer) under a 16 MiB bound: runc has none;
+/// Stockade sets a project quota where the filesystem has project quotas, and here (the
+/// suite's containerd root has none) refuses the container under a copy of the profile
+/// with `storage.unsupported = "refuse"` (the shipped "unbounded" runs it, with a finding;
+/// integration/tests/ephemeral_storage.rs measures the quota itself).
+fn disk_fill(c: &Containerd, rt: &TestRuntime) -> Res {
+    let rt = match &rt.profile {
+        Some(profile) => {
+            let text = std::fs::read_to_string(profile).unwrap_or_default();
+            let variant = c.dir.join("storage-refuse.toml");
+            let changed = text.replace("unsupported = \"unbounded\"", "unsupported = \"refuse\"");
+            if changed == text || std::fs::write(&variant, changed).is_err() {
+                return Res::error(format!("no storage.unsupported in {}", profile.display()));
+            }
+            TestRuntime {
+                profile: Some(variant),
+                ..rt.clone()
+            }
+        }
+        None => rt.clone(),
+    };
+    let id = format!("{}-disk-fill", label(&rt));
+    let bound = format!(
+        "{}=16Mi",
+        stockade_runtime::hardener::storage::ANNOTATION_BYTES
+    );
+    let script = "dd if=/dev/zero of=/tmp/fill bs=1M count=32 2>&1 && echo wrote";
+    let args = probes::ctr_run_image_args(
+        &rt,
+        stockade_integration::image::BUSYBOX_IMAGE,
+        &["--rm", "--annotation", &bound],
+        &id,
+        &["sh", "-c", script],
+    );
+    let out = c.ctr(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let _ = c.ctr(&["containers", "rm", &id]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if out.status.success() && stdout.contains("wrote") {
+        Res::of(Outcome::Allowed, "wrote 32 MiB past a 16 MiB bound")
+    } else if stdout.contains("quota exceeded") || stdout.contains("No space left") {
+        Res::of(Outcome::Blocked, "dd stopped at the 16 MiB project quota")
+    } else if stderr.contains("ephemeral-storage") {
+        refused(&out)
+    } else {
+        Res::error(describe(&out))
     }
 }
 

@@ -14,6 +14,7 @@ pub mod record;
 pub mod registry;
 mod resources;
 mod secrets;
+pub mod storage;
 mod sysctls;
 pub mod volumes;
 
@@ -73,6 +74,8 @@ pub struct Hardened {
     pub pod_sysctls: std::collections::BTreeMap<String, String>,
     /// The spec's bind mounts, as the shim stages them (volumes.rs).
     pub volumes: Vec<PlannedVolume>,
+    /// The writable layer's project quota ([`storage::bound`]); None: not bounded.
+    pub storage: Option<storage::StorageQuota>,
     pub report: Report,
 }
 
@@ -141,10 +144,12 @@ pub enum Rule {
     HostPath,
     SecretInEnv,
     UsernsMapping,
+    EphemeralStorage,
+    EphemeralStorageCeiling,
 }
 
 impl Rule {
-    pub const ALL: [Rule; 17] = [
+    pub const ALL: [Rule; 19] = [
         Rule::Privileged,
         Rule::HostNetwork,
         Rule::HostPid,
@@ -162,6 +167,8 @@ impl Rule {
         Rule::HostPath,
         Rule::SecretInEnv,
         Rule::UsernsMapping,
+        Rule::EphemeralStorage,
+        Rule::EphemeralStorageCeiling,
     ];
 
     pub fn name(&self) -> &'static str {
@@ -183,6 +190,8 @@ impl Rule {
             Rule::HostPath => "host-path",
             Rule::SecretInEnv => "secret-in-env",
             Rule::UsernsMapping => "userns-mapping",
+            Rule::EphemeralStorage => "ephemeral-storage",
+            Rule::EphemeralStorageCeiling => "ephemeral-storage-ceiling",
         }
     }
 }
@@ -295,6 +304,7 @@ pub fn harden(
         },
         pod_sysctls,
         volumes,
+        storage: None,
         report,
     })
 }

@@ -5,6 +5,7 @@
 
 use crate::kubelet::{KubeletSettings, RawKubelet};
 use crate::oci_spec::runtime::{Capabilities, Capability, LinuxSeccomp};
+use crate::storage_settings::{RawStorage, StorageSettings};
 use crate::volume_settings::{RawVolumes, SecretInEnv, VolumeSettings};
 use serde::Deserialize;
 use std::fmt;
@@ -81,6 +82,8 @@ pub struct Profile {
     pub kubelet: KubeletSettings,
     /// Bind mounts: idmapping, hostPaths (`[volumes]`).
     pub volumes: VolumeSettings,
+    /// Ephemeral-storage limits of the writable layer (`[storage]`); None: unbounded, silently.
+    pub storage: Option<StorageSettings>,
 }
 
 #[derive(Debug, Clone)]
@@ -200,6 +203,7 @@ struct RawProfile {
     kubelet: RawKubelet,
     #[serde(default)]
     volumes: RawVolumes,
+    storage: Option<RawStorage>,
 }
 
 #[derive(Deserialize)]
@@ -275,7 +279,7 @@ struct RawLimits {
 /// Bytes as an integer or with a unit: "512Mi", "2Gi", "64MiB", "1G".
 #[derive(Deserialize)]
 #[serde(untagged)]
-enum ByteSize {
+pub(crate) enum ByteSize {
     Bytes(i64),
     Text(String),
 }
@@ -427,6 +431,11 @@ impl Profile {
         };
         let kubelet = raw.kubelet.validate().map_err(|(key, p)| err(key, p))?;
         let volumes = raw.volumes.validate().map_err(|(key, p)| err(&key, p))?;
+        let storage = raw
+            .storage
+            .map(RawStorage::validate)
+            .transpose()
+            .map_err(|(key, p)| err(&key, p))?;
 
         if let Some(log) = &raw.audit.log {
             if !log.is_absolute() {
@@ -448,6 +457,7 @@ impl Profile {
             audit: AuditSettings { log: raw.audit.log },
             kubelet,
             volumes,
+            storage,
         })
     }
 }
@@ -650,7 +660,7 @@ fn validate_limits(
     })
 }
 
-fn parse_byte_size(size: &ByteSize) -> Result<i64, String> {
+pub(crate) fn parse_byte_size(size: &ByteSize) -> Result<i64, String> {
     let text = match size {
         ByteSize::Bytes(n) => return Ok(*n),
         ByteSize::Text(t) => t.trim(),

@@ -26,9 +26,9 @@ use super::{pid_u32, TaskService};
 use crate::error::{Result, ShimError};
 use crate::io::StdioPaths;
 use crate::launcher::container::FilterPlan;
-use crate::launcher::{Request, RootfsMount};
+use crate::launcher::Request;
 use crate::state::{self, Record};
-use crate::{audit, binds};
+use crate::{audit, binds, quota};
 
 /// What Create decided before touching the node.
 struct Decision {
@@ -136,8 +136,11 @@ impl TaskService {
             cgroup_driver: d.cgroup_driver,
             resolved_sources: d.resolved_sources.clone(),
         };
-        let outcome = tracing::debug_span!("create.harden")
-            .in_scope(|| hardener::harden(d.spec.clone(), &d.profile, &ctx));
+        let layer = quota::writable_layer(&req);
+        let outcome = tracing::debug_span!("create.harden").in_scope(|| {
+            hardener::harden(d.spec.clone(), &d.profile, &ctx)
+                .and_then(|h| hardener::storage::bound(h, &d.spec, &d.profile, &layer))
+        });
         audit::record(
             &d.profile,
             AuditEvent::from_outcome(
@@ -149,7 +152,10 @@ impl TaskService {
             .with_image(d.image.as_deref()),
         );
         let hardened = match outcome {
-            Ok(h) => h,
+            Ok(h) => {
+                quota::warn_unbounded(&id, &d.pod.sandbox_id, &h.report);
+                h
+            }
             Err(e) => {
                 self.run_undo(undo).await;
                 let e = ShimError::from_harden(e, Some(&d.source));
@@ -337,16 +343,12 @@ impl TaskService {
                 .with_context(|| format!("keeping {}", original.display()))?;
         }
         host.check_reachable(&bundle, ctx.id_range)?;
+        if let Some(storage) = &hardened.storage {
+            undo.push(UndoStep::ReleaseQuota);
+            quota::apply(storage, &self.inner.config.state, &bundle, &req.id)?;
+        }
         if !req.rootfs.is_empty() {
-            let mounts = req
-                .rootfs
-                .iter()
-                .map(|m| RootfsMount {
-                    kind: m.type_.clone(),
-                    source: m.source.clone(),
-                    options: m.options.clone(),
-                })
-                .collect();
+            let mounts = quota::rootfs_mounts(req);
             record.rootfs_mounted = true;
             record.save(&bundle)?;
             undo.push(UndoStep::UnmountRootfs);

@@ -22,6 +22,8 @@ pub enum UndoStep {
         sandbox_id: String,
         pool: IdPoolSettings,
     },
+    /// The writable layer's project quota (recorded in the bundle).
+    ReleaseQuota,
     UnmountRootfs,
     UnstageBinds,
     /// The seccomp plan file next to config.json.
@@ -77,6 +79,7 @@ impl TaskService {
                     .host
                     .release_id_range(&sandbox_id, pool)
                     .map(|_| ()),
+                UndoStep::ReleaseQuota => crate::quota::release(&bundle),
                 UndoStep::UnmountRootfs => self.unmount_rootfs(&bundle).await,
                 UndoStep::UnstageBinds => {
                     self.inner.host.unstage_binds(&bundle);
