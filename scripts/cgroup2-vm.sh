@@ -23,6 +23,8 @@ if [ -z "${HEAVY_LOCK:-}" ]; then
   if [ -d /work ] && [ -w /work ]; then HEAVY_LOCK=/work/heavy.lock; else HEAVY_LOCK=${TMPDIR:-/tmp}/stockade-heavy.lock; fi
 fi
 LOCK=$HEAVY_LOCK
+# The quota test writes 1 GiB with O_DIRECT beside a 3 GiB /tmp image: 4 GiB is tight.
+export C2VM_MEM=${C2VM_MEM:-6G}
 CARGO=${CARGO:-cargo}
 
 # Test binaries, built on the host: the guest must not compile (TCG is 10-20x slower).
