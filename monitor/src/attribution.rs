@@ -1,7 +1,7 @@
 //! Which pod and container a process belongs to: pid -> /proc/PID/cgroup -> the
 //! [`ContainerRecord`] whose cgroupsPath holds it.
 
-use crate::cgroup::{is_within, ProcCgroup};
+use crate::cgroup::{is_within, ProcessCGroup};
 use stockade_runtime::node_state::ContainerRecord;
 
 /// The label value for what cannot be known.
@@ -62,7 +62,7 @@ pub enum Attribution {
 /// a record's cgroupsPath belongs to that record's pod.
 pub fn attribute(
     uid: Option<u32>,
-    cgroups: Option<&[ProcCgroup]>,
+    cgroups: Option<&[ProcessCGroup]>,
     records: &[ContainerRecord],
 ) -> Attribution {
     let by_uid: Vec<&ContainerRecord> = match uid {
@@ -92,19 +92,23 @@ pub fn attribute(
     }
 }
 
-fn by_cgroup(cgroups: &[ProcCgroup], records: &[&ContainerRecord]) -> Option<Attribution> {
+fn by_cgroup(cgroups: &[ProcessCGroup], records: &[&ContainerRecord]) -> Option<Attribution> {
     // The deepest (most specific) match wins, should cgroupsPaths nest.
     let best = records
         .iter()
         .filter(|r| !r.cgroups_path.is_empty())
-        .filter(|r| cgroups.iter().any(|c| is_within(&c.path, &r.cgroups_path)))
+        .filter(|r| {
+            cgroups
+                .iter()
+                .any(|c| is_within(&c.pathname, &r.cgroups_path))
+        })
         .max_by_key(|r| r.cgroups_path.len());
     if let Some(record) = best {
         return Some(Attribution::Container(Workload::of(record)));
     }
     records
         .iter()
-        .find(|r| pod_dir(r).is_some_and(|dir| cgroups.iter().any(|c| is_within(&c.path, dir))))
+        .find(|r| pod_dir(r).is_some_and(|dir| cgroups.iter().any(|c| is_within(&c.pathname, dir))))
         .map(|record| {
             Attribution::Pod(Workload {
                 container: UNKNOWN.into(),
@@ -122,7 +126,7 @@ fn pod_dir(record: &ContainerRecord) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cgroup::parse_proc_cgroup;
+    use crate::cgroup::parse_process_cgroups;
     use stockade_runtime::idrange::IdRange;
 
     fn rec(id: &str, sandbox: &str, path: &str) -> ContainerRecord {
@@ -173,7 +177,7 @@ mod tests {
 
     #[test]
     fn v1_process_in_a_container() {
-        let cg = parse_proc_cgroup("5:memory:/stockade/sb/c1\n0::/user.slice\n");
+        let cg = parse_process_cgroups("5:memory:/stockade/sb/c1\n0::/user.slice\n").unwrap();
         assert_eq!(
             attribute(None, Some(&cg), &records()),
             Attribution::Container(Workload {
@@ -186,7 +190,7 @@ mod tests {
 
     #[test]
     fn v2_process_in_a_sub_cgroup() {
-        let cg = parse_proc_cgroup("0::/stockade/sb/c1/worker\n");
+        let cg = parse_process_cgroups("0::/stockade/sb/c1/worker\n").unwrap();
         assert!(matches!(
             attribute(None, Some(&cg), &records()),
             Attribution::Container(w) if w.container == "ctr-c1"
@@ -195,7 +199,7 @@ mod tests {
 
     #[test]
     fn deleted_container_of_a_known_pod() {
-        let cg = parse_proc_cgroup("0::/stockade/sb/c9\n");
+        let cg = parse_process_cgroups("0::/stockade/sb/c9\n").unwrap();
         assert_eq!(
             attribute(None, Some(&cg), &records()),
             Attribution::Pod(Workload {
@@ -208,10 +212,10 @@ mod tests {
 
     #[test]
     fn foreign_processes() {
-        let cg = parse_proc_cgroup("0::/system.slice/sshd.service\n");
+        let cg = parse_process_cgroups("0::/system.slice/sshd.service\n").unwrap();
         assert_eq!(attribute(None, Some(&cg), &records()), Attribution::Foreign);
         // A record whose path does not follow <sandbox>/<id> gives no pod fallback.
-        let cg = parse_proc_cgroup("0::/elsewhere/y\n");
+        let cg = parse_process_cgroups("0::/elsewhere/y\n").unwrap();
         assert_eq!(attribute(None, Some(&cg), &records()), Attribution::Foreign);
         assert_eq!(attribute(None, Some(&[]), &records()), Attribution::Foreign);
         assert_eq!(attribute(None, None, &records()), Attribution::Gone);
@@ -245,20 +249,20 @@ mod tests {
     fn the_uid_wins_over_a_cgroup_of_another_pod() {
         let records = records_with_ranges();
         // The pid now shows another pod's container (reused, or another PID namespace's).
-        let cg = parse_proc_cgroup("0::/stockade/sb/c1\n");
+        let cg = parse_process_cgroups("0::/stockade/sb/c1\n").unwrap();
         assert!(matches!(
             attribute(Some(POD_OTHER.first), Some(&cg), &records),
             Attribution::Container(w) if w.container == "ctr-x"
         ));
         // ...and a foreign cgroup does not hide the UID's pod.
-        let cg = parse_proc_cgroup("0::/system.slice/sshd.service\n");
+        let cg = parse_process_cgroups("0::/system.slice/sshd.service\n").unwrap();
         assert!(matches!(
             attribute(Some(POD_SB.first), Some(&cg), &records),
             Attribution::Pod(w) if w.pod == "pod-sb"
         ));
         // Within the UID's pod, the cgroup names the container.
         assert!(matches!(
-            attribute(Some(POD_SB.first), Some(&parse_proc_cgroup("0::/stockade/sb/c1\n")), &records),
+            attribute(Some(POD_SB.first), Some(&parse_process_cgroups("0::/stockade/sb/c1\n").unwrap()), &records),
             Attribution::Container(w) if w.container == "ctr-c1"
         ));
     }

@@ -3,8 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
-/// CGROUP2_SUPER_MAGIC from `<linux/magic.h>`.
-const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
+pub use stockade_cgroups::parse::flat_keyed;
+pub use stockade_cgroups::proc::{is_within, parse_process_cgroups, ProcessCGroup};
 
 /// Where the cgroup hierarchies are mounted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,20 +16,12 @@ pub enum CgroupLayout {
 }
 
 impl CgroupLayout {
-    /// v2 when `root` itself is a cgroup2 mount, else v1.
+    /// v2 when `root` is a pure cgroup v2 hierarchy, else v1 (stockade-cgroups' detection).
     pub fn detect(root: &Path) -> std::io::Result<CgroupLayout> {
-        let path = std::ffi::CString::new(root.as_os_str().as_encoded_bytes())
-            .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
-        // SAFETY: an all-zero statfs is a valid value to be overwritten.
-        let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-        // SAFETY: `path` is NUL-terminated and `st` a valid, writable statfs.
-        let rc = unsafe { libc::statfs(path.as_ptr(), &mut st) };
-        if rc != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
+        let host = stockade_cgroups::Host::detect_at(root)
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
         let root = root.to_path_buf();
-        #[allow(clippy::unnecessary_cast)] // f_type's width differs between libcs
-        Ok(if st.f_type as i64 == CGROUP2_SUPER_MAGIC {
+        Ok(if host.is_unified() {
             CgroupLayout::V2 { root }
         } else {
             CgroupLayout::V1 { root }
@@ -77,101 +69,14 @@ fn missing(file: &str, key: &str) -> std::io::Error {
     )
 }
 
-/// The value of `key` in a flat-keyed cgroup file (`key value` per line).
-pub fn flat_keyed(text: &str, key: &str) -> Option<u64> {
-    text.lines().find_map(|line| {
-        let (k, v) = line.split_once(' ')?;
-        (k == key).then(|| v.trim().parse().ok()).flatten()
-    })
-}
-
-/// One line of /proc/PID/cgroup: `hierarchy-id:controllers:path` (v2: `0::/path`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProcCgroup {
-    pub hierarchy: u32,
-    /// Empty for the v2 hierarchy; `name=systemd` style for named v1 hierarchies.
-    pub controllers: Vec<String>,
-    pub path: String,
-}
-
-/// Parses /proc/PID/cgroup (v1, v2 or hybrid); malformed lines are skipped.
-pub fn parse_proc_cgroup(text: &str) -> Vec<ProcCgroup> {
-    text.lines()
-        .filter_map(|line| {
-            let mut parts = line.splitn(3, ':');
-            let hierarchy = parts.next()?.parse().ok()?;
-            let controllers = parts.next()?;
-            let path = parts.next()?;
-            if !path.starts_with('/') {
-                return None;
-            }
-            Some(ProcCgroup {
-                hierarchy,
-                controllers: controllers
-                    .split(',')
-                    .filter(|c| !c.is_empty())
-                    .map(str::to_string)
-                    .collect(),
-                path: path.to_string(),
-            })
-        })
-        .collect()
-}
-
 /// The cgroups a process is in; Err when it is gone.
-pub fn read_proc_cgroup(pid: i32) -> std::io::Result<Vec<ProcCgroup>> {
-    std::fs::read_to_string(format!("/proc/{pid}/cgroup")).map(|t| parse_proc_cgroup(&t))
-}
-
-/// Whether cgroup `path` is `ancestor` or below it.
-pub fn is_within(path: &str, ancestor: &str) -> bool {
-    let ancestor = ancestor.trim_end_matches('/');
-    path == ancestor
-        || (path.starts_with(ancestor) && path.as_bytes().get(ancestor.len()) == Some(&b'/'))
+pub fn read_proc_cgroup(pid: i32) -> std::io::Result<Vec<ProcessCGroup>> {
+    stockade_cgroups::proc::process_cgroups(pid).map_err(|e| std::io::Error::other(e.to_string()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn proc_cgroup_v1_hybrid() {
-        let text = "12:pids:/stockade/sb/c1\n11:memory:/stockade/sb/c1\n4:cpu,cpuacct:/stockade/sb/c1\n1:name=systemd:/system.slice/containerd.service\n0::/system.slice/containerd.service\n";
-        let cgroups = parse_proc_cgroup(text);
-        assert_eq!(cgroups.len(), 5);
-        assert_eq!(cgroups[2].controllers, vec!["cpu", "cpuacct"]);
-        assert_eq!(cgroups[2].path, "/stockade/sb/c1");
-        assert_eq!(cgroups[3].controllers, vec!["name=systemd"]);
-        assert_eq!(cgroups[4].hierarchy, 0);
-        assert!(cgroups[4].controllers.is_empty());
-    }
-
-    #[test]
-    fn proc_cgroup_v2_and_garbage() {
-        let cgroups = parse_proc_cgroup("0::/kubepods/pod1/c2\ngarbage\n1:x:relative\n");
-        assert_eq!(
-            cgroups,
-            vec![ProcCgroup {
-                hierarchy: 0,
-                controllers: vec![],
-                path: "/kubepods/pod1/c2".into()
-            }]
-        );
-    }
-
-    #[test]
-    fn flat_keyed_files() {
-        let v1_oom = "oom_kill_disable 0\nunder_oom 0\noom_kill 3\n";
-        let v2_events = "low 0\nhigh 0\nmax 12\noom 2\noom_kill 2\noom_group_kill 0\n";
-        let v1_cpu = "nr_periods 10\nnr_throttled 4\nthrottled_time 2500000000\n";
-        let v2_cpu = "usage_usec 100\nuser_usec 50\nsystem_usec 50\nnr_periods 5\nnr_throttled 1\nthrottled_usec 1500000\nnr_bursts 0\nburst_usec 0\n";
-        assert_eq!(flat_keyed(v1_oom, "oom_kill"), Some(3));
-        assert_eq!(flat_keyed(v2_events, "oom_kill"), Some(2));
-        assert_eq!(flat_keyed(v2_events, "oom"), Some(2));
-        assert_eq!(flat_keyed(v1_cpu, "throttled_time"), Some(2_500_000_000));
-        assert_eq!(flat_keyed(v2_cpu, "throttled_usec"), Some(1_500_000));
-        assert_eq!(flat_keyed(v2_cpu, "throttled"), None);
-    }
 
     #[test]
     fn reads_both_layouts_from_files() {
@@ -202,14 +107,6 @@ mod tests {
         assert_eq!(v2.oom_kills("/s/c").unwrap(), 4);
         assert_eq!(v2.cpu_throttled_seconds("/s/c").unwrap(), 0.25);
         assert!(v2.oom_kills("/s/none").is_err());
-    }
-
-    #[test]
-    fn within() {
-        assert!(is_within("/a/b", "/a/b"));
-        assert!(is_within("/a/b/c", "/a/b/"));
-        assert!(!is_within("/a/bc", "/a/b"));
-        assert!(!is_within("/a", "/a/b"));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! What the exporter counts, and turning it into the exposition text on every scrape.
 
 use crate::attribution::{attribute, Attribution, Workload};
-use crate::cgroup::{is_within, read_proc_cgroup, CgroupLayout, ProcCgroup};
+use crate::cgroup::{is_within, read_proc_cgroup, CgroupLayout, ProcessCGroup};
 use crate::exposition::{Exposition, Histogram, Kind};
 use crate::seccomp_log::SeccompRecord;
 use crate::trail::{TrailCounts, TrailTail};
@@ -88,14 +88,16 @@ impl RecordCache {
         (found, confirmed)
     }
 
-    fn confirms(&self, found: &Attribution, cgroups: Option<&[ProcCgroup]>) -> bool {
+    fn confirms(&self, found: &Attribution, cgroups: Option<&[ProcessCGroup]>) -> bool {
         let (Attribution::Container(w), Some(cgroups)) = (found, cgroups) else {
             return false;
         };
         self.records.iter().any(|r| {
             !r.cgroups_path.is_empty()
                 && Workload::of(r) == *w
-                && cgroups.iter().any(|c| is_within(&c.path, &r.cgroups_path))
+                && cgroups
+                    .iter()
+                    .any(|c| is_within(&c.pathname, &r.cgroups_path))
         })
     }
 }
