@@ -30,6 +30,13 @@ fn broken(error: &str) -> bool {
         && !lower.contains("already finished")
 }
 
+/// runc is the reference here, not the subject: under load containerd 1.6 now and then
+/// loses its ttrpc connection to runc's shim mid-call. That says nothing of Stockade,
+/// whose runs still count every error.
+fn reference_transport_flake(rt: &TestRuntime, error: &str) -> bool {
+    rt.label == "runc" && error.contains("ttrpc: closed")
+}
+
 /// CRI: a container that exits at once, with StopContainer and ExecSync racing its exit.
 fn cri_calls_racing_the_exit(rt: &TestRuntime) {
     let c = common::start();
@@ -67,7 +74,9 @@ fn cri_calls_racing_the_exit(rt: &TestRuntime) {
             };
             *seen.entry(format!("{call}: {outcome}")).or_default() += 1;
             if let Err(e) = result {
-                if broken(&e) || call == "StopContainer" {
+                if reference_transport_flake(rt, &e) {
+                    eprintln!("!!! {}: round {round} {call}: containerd lost its shim connection (reference runtime, not counted): {e}", rt.label);
+                } else if broken(&e) || call == "StopContainer" {
                     failures.push(format!("round {round} {call}: {e}"));
                 }
             }
