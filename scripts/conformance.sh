@@ -36,8 +36,12 @@ cp profiles/seccomp/default.json profiles/seccomp/strict.json "$profiles/seccomp
 for p in default.toml strict.toml; do
   # This node's kubelet is critest: its user-namespace IDs are stated as a range of their
   # own (kubelet's default, every ID from 65536, overlaps Stockade's pool: refused).
+  # critest's volume specs mount writable hostPaths below its temp dir (/tmp/critest-run.*):
+  # this node's operator lists /tmp for the default profile (strict allows no hostPath).
   sed -e "s|^log = .*|log = \"$OUT/audit.jsonl\"|" \
-    -e 's|^userns_ids = .*|userns_ids = "65536:7208960"|' "profiles/$p" >"$profiles/$p"
+    -e 's|^userns_ids = .*|userns_ids = "65536:7208960"|' \
+    -e "$( [ "$p" = default.toml ] && echo 's|^host_paths = \[\]|host_paths = [{ path = "/tmp", writable = true }]|' || echo 's|^$||')" \
+    "profiles/$p" >"$profiles/$p"
 done
 
 for c in ${CONFORMANCE_CONTAINERDS:-1.6 2}; do

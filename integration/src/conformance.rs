@@ -66,6 +66,10 @@ pub const CONTRADICTIONS: &[(&str, &str)] = &[
         "Stockade always installs its default seccomp filter; a pod's own profile can only narrow it",
     ),
     (
+        "nil profile, which is unconfined",
+        "Stockade always installs its default seccomp filter, also where the pod asks for none",
+    ),
+    (
         "seccomp default which is unconfined",
         "Stockade always installs its default seccomp filter, also where the pod asks for none",
     ),
