@@ -250,6 +250,7 @@ fn harden(
         netns_path_is_host,
         cgroup_driver,
         resolved_sources: volumes::resolve(&hardener::volumes::bind_sources(&spec)),
+        writable_layer: Default::default(),
     };
     let hardened = match hardener::harden(spec, &profile, &ctx) {
         Ok(h) => h,

@@ -68,6 +68,7 @@ fuzz_target!(|data: &[u8]| {
         netns_path_is_host: case & 8 != 0,
         cgroup_driver: CgroupDriver::Cgroupfs,
         resolved_sources: Default::default(),
+        writable_layer: Default::default(),
     };
     match harden(spec, profile, &ctx) {
         Ok(h) => check(&h, profile, &ctx, permissive),

@@ -146,6 +146,7 @@ fn check(spec: Spec, profile: &Profile, is_sandbox: bool) -> Result<(), TestCase
         netns_path_is_host: false,
         cgroup_driver: CgroupDriver::Cgroupfs,
         resolved_sources: Default::default(),
+        writable_layer: Default::default(),
     };
     let hardened = match harden(spec, profile, &ctx) {
         Ok(h) => h,
@@ -212,6 +213,7 @@ fn sandbox_ctx(profile: &Profile, cgroup_driver: CgroupDriver) -> HardenContext 
         netns_path_is_host: false,
         cgroup_driver,
         resolved_sources: Default::default(),
+        writable_layer: Default::default(),
     }
 }
 

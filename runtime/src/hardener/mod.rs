@@ -56,6 +56,9 @@ pub struct HardenContext {
     /// Bind sources with symlinks resolved (facts the shim gathers): hostPaths are judged,
     /// and mounted, by where they really lead.
     pub resolved_sources: ResolvedSources,
+    /// The container's writable layer and whether a project quota can bound it (facts the
+    /// shim gathers from the rootfs mounts).
+    pub writable_layer: storage::WritableLayer,
 }
 
 /// The seccomp filters to install, in order: the profile's default, then the pod's own.
@@ -74,7 +77,7 @@ pub struct Hardened {
     pub pod_sysctls: std::collections::BTreeMap<String, String>,
     /// The spec's bind mounts, as the shim stages them (volumes.rs).
     pub volumes: Vec<PlannedVolume>,
-    /// The writable layer's project quota ([`storage::bound`]); None: not bounded.
+    /// The writable layer's project quota ([`storage::decide`]); None: not bounded.
     pub storage: Option<storage::StorageQuota>,
     pub report: Report,
 }
@@ -240,6 +243,7 @@ pub fn harden(
     policy::check(&spec, profile, ctx, &mut report)?;
     sysctls::check(&spec, profile)?;
     secrets::check(&spec, profile.policy.secret_in_env, &mut report)?;
+    let storage = storage::decide(&spec, profile, &ctx.writable_layer, &mut report)?;
     let kubelet_mapped = if kubelet_userns::is_stockade_range(&spec, profile, ctx.id_range) {
         None
     } else {
@@ -304,7 +308,7 @@ pub fn harden(
         },
         pod_sysctls,
         volumes,
-        storage: None,
+        storage,
         report,
     })
 }

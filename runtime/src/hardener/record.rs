@@ -157,6 +157,7 @@ mod tests {
             netns_path_is_host: false,
             cgroup_driver: super::super::CgroupDriver::Cgroupfs,
             resolved_sources: Default::default(),
+            writable_layer: Default::default(),
         };
         for (name, want_log) in [("record.toml", true), ("default.toml", false)] {
             let profile = shipped_profile(name);

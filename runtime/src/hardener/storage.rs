@@ -8,7 +8,7 @@
 
 use std::path::PathBuf;
 
-use super::{HardenError, Hardened, Refusal, Report, Rule};
+use super::{HardenError, Refusal, Report, Rule};
 use crate::oci_spec::runtime::Spec;
 use crate::profile::{parse_byte_size, ByteSize, Profile};
 use crate::storage_settings::{StorageLimits, Unsupported, MIN_BYTES, MIN_INODES};
@@ -20,9 +20,10 @@ pub const ANNOTATION_INODES: &str = "io.stockade.ephemeral-inodes";
 
 /// What the shim found under the container's writable layer (facts, gathered before the
 /// decision).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum WritableLayer {
     /// No writable layer: a read-only overlay, or no rootfs mounts at all.
+    #[default]
     None,
     /// The overlay upper directory and its work directory (which must share the upper's
     /// project: a copy-up renames from one into the other), on a filesystem with project
@@ -41,18 +42,6 @@ pub struct StorageQuota {
     /// The upper directory first, then the work directory.
     pub dirs: Vec<PathBuf>,
     pub limits: StorageLimits,
-}
-
-/// `harden`'s output with the writable layer's bound decided (`hardened.storage`), or a
-/// refusal (`ephemeral-storage`, `ephemeral-storage-ceiling`, a malformed annotation).
-pub fn bound(
-    mut hardened: Hardened,
-    spec: &Spec,
-    profile: &Profile,
-    layer: &WritableLayer,
-) -> Result<Hardened, HardenError> {
-    hardened.storage = decide(spec, profile, layer, &mut hardened.report)?;
-    Ok(hardened)
 }
 
 /// The quota for the container's writable layer; None where nothing is bounded.

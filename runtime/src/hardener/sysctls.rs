@@ -182,6 +182,7 @@ mod tests {
             netns_path_is_host: false,
             cgroup_driver: crate::hardener::CgroupDriver::Cgroupfs,
             resolved_sources: Default::default(),
+            writable_layer: Default::default(),
         }
     }
 

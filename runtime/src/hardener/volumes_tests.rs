@@ -30,6 +30,7 @@ fn ctx() -> HardenContext {
         netns_path_is_host: false,
         cgroup_driver: crate::hardener::CgroupDriver::Cgroupfs,
         resolved_sources: Default::default(),
+        writable_layer: Default::default(),
     }
 }
 

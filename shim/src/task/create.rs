@@ -135,12 +135,10 @@ impl TaskService {
             netns_path_is_host: stockade_runtime::namespaces::spec_netns_is_host(&d.spec),
             cgroup_driver: d.cgroup_driver,
             resolved_sources: d.resolved_sources.clone(),
+            writable_layer: quota::writable_layer(&req),
         };
-        let layer = quota::writable_layer(&req);
-        let outcome = tracing::debug_span!("create.harden").in_scope(|| {
-            hardener::harden(d.spec.clone(), &d.profile, &ctx)
-                .and_then(|h| hardener::storage::bound(h, &d.spec, &d.profile, &layer))
-        });
+        let outcome = tracing::debug_span!("create.harden")
+            .in_scope(|| hardener::harden(d.spec.clone(), &d.profile, &ctx));
         audit::record(
             &d.profile,
             AuditEvent::from_outcome(
@@ -235,12 +233,17 @@ impl TaskService {
             .map_err(|e| ShimError::InvalidArgument(format!("{e:#}")))?;
         let profile = {
             let (service, p) = (self.clone(), profile_path.clone());
-            tokio::task::spawn_blocking(move || service.inner.profiles.load(&p))
-                .await
-                .map_err(|e| ShimError::Internal(e.into()))?
-                .map_err(|e| ShimError::InvalidArgument(e.to_string()))?
+            tokio::task::spawn_blocking(move || {
+                // Checked when the profile is (re)loaded, not on every Create.
+                service
+                    .inner
+                    .profiles
+                    .load(&p, |profile| service.check_kubelet_overlap(profile))
+            })
+            .await
+            .map_err(|e| ShimError::Internal(e.into()))?
+            .map_err(ShimError::InvalidArgument)?
         };
-        self.check_kubelet_overlap(&profile)?;
         let config = bundle.join("config.json");
         let original = bundle.join(state::ORIGINAL_SPEC);
         // A retried Create must harden what containerd wrote, not our own output.
@@ -290,17 +293,15 @@ impl TaskService {
     }
 
     /// The shim refuses a profile whose ID pool overlaps kubelet's user-namespace range.
-    fn check_kubelet_overlap(&self, profile: &Profile) -> Result<()> {
+    fn check_kubelet_overlap(&self, profile: &Profile) -> std::result::Result<(), String> {
         let source = profile.source.display();
         let kubelet = self
             .inner
             .host
             .kubelet_range(&profile.kubelet)
-            .map_err(|e| ShimError::InvalidArgument(format!("profile {source}: {e:#}")))?;
+            .map_err(|e| format!("profile {source}: {e:#}"))?;
         match stockade_runtime::kubelet::pool_overlap(&profile.userns, kubelet.as_ref()) {
-            Some(why) => Err(ShimError::InvalidArgument(format!(
-                "profile {source} refused: {why}"
-            ))),
+            Some(why) => Err(format!("profile {source} refused: {why}")),
             None => Ok(()),
         }
     }

@@ -28,9 +28,19 @@ fn stamp(path: &Path) -> Option<Stamp> {
     })
 }
 
+/// The files a loaded profile depends on: itself, its seccomp file, and the subuid file
+/// its kubelet range may come from.
+fn stamps(path: &Path, profile: &Profile) -> [Option<Stamp>; 3] {
+    [
+        stamp(path),
+        stamp(&profile.seccomp.file),
+        stamp(&profile.kubelet.subuid_file),
+    ]
+}
+
 struct Cached {
     profile: Arc<Profile>,
-    stamps: [Option<Stamp>; 2],
+    stamps: [Option<Stamp>; 3],
 }
 
 #[derive(Default)]
@@ -40,12 +50,19 @@ pub struct ProfileCache {
 
 impl ProfileCache {
     /// The profile at `path`, from the cache while neither of its files changed.
-    pub fn load(&self, path: &Path) -> Result<Arc<Profile>, ProfileError> {
+    /// The profile at `path`, loaded and passed through `check` once, and again whenever
+    /// one of its files changes; a profile that fails `check` is not kept.
+    pub fn load(
+        &self,
+        path: &Path,
+        check: impl FnOnce(&Profile) -> Result<(), String>,
+    ) -> Result<Arc<Profile>, String> {
         if let Some(profile) = self.fresh(path) {
             return Ok(profile);
         }
-        let profile = Arc::new(Profile::load(path)?);
-        let stamps = [stamp(path), stamp(&profile.seccomp.file)];
+        let profile = Arc::new(Profile::load(path).map_err(|e: ProfileError| e.to_string())?);
+        check(&profile)?;
+        let stamps = stamps(path, &profile);
         if let Ok(mut loaded) = self.loaded.lock() {
             loaded.insert(
                 path.to_path_buf(),
@@ -61,7 +78,7 @@ impl ProfileCache {
     fn fresh(&self, path: &Path) -> Option<Arc<Profile>> {
         let loaded = self.loaded.lock().ok()?;
         let cached = loaded.get(path)?;
-        let now = [stamp(path), stamp(&cached.profile.seccomp.file)];
+        let now = stamps(path, &cached.profile);
         (now[0].is_some() && now == cached.stamps).then(|| cached.profile.clone())
     }
 }
@@ -92,22 +109,57 @@ mod tests {
         std::fs::copy(shipped.join("seccomp/default.json"), &seccomp).unwrap();
         let path = write_profile(dir.path(), "one");
         let cache = ProfileCache::default();
-        let first = cache.load(&path).unwrap();
-        assert!(Arc::ptr_eq(&first, &cache.load(&path).unwrap()), "cached");
+        let first = cache.load(&path, |_| Ok(())).unwrap();
+        assert!(
+            Arc::ptr_eq(&first, &cache.load(&path, |_| Ok(())).unwrap()),
+            "cached"
+        );
 
         let path = write_profile(dir.path(), "two-changed");
-        let second = cache.load(&path).unwrap();
+        let second = cache.load(&path, |_| Ok(())).unwrap();
         assert_eq!(second.name, "two-changed");
 
         let mut json = std::fs::read_to_string(&seccomp).unwrap();
         json.push('\n');
         std::fs::write(&seccomp, json).unwrap();
         assert!(
-            !Arc::ptr_eq(&second, &cache.load(&path).unwrap()),
+            !Arc::ptr_eq(&second, &cache.load(&path, |_| Ok(())).unwrap()),
             "seccomp changed"
         );
 
         std::fs::remove_file(&path).unwrap();
-        assert!(cache.load(&path).is_err(), "a removed profile is an error");
+        assert!(
+            cache.load(&path, |_| Ok(())).is_err(),
+            "a removed profile is an error"
+        );
+    }
+
+    #[test]
+    fn the_check_runs_on_load_only_and_a_failed_one_is_not_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../profiles");
+        std::fs::copy(
+            shipped.join("seccomp/default.json"),
+            dir.path().join("seccomp.json"),
+        )
+        .unwrap();
+        let path = write_profile(dir.path(), "checked");
+        let cache = ProfileCache::default();
+        let refused = cache.load(&path, |_| Err("overlaps kubelet".into()));
+        assert_eq!(refused.err().as_deref(), Some("overlaps kubelet"));
+        let mut checks = 0;
+        cache
+            .load(&path, |_| {
+                checks += 1;
+                Ok(())
+            })
+            .unwrap();
+        cache
+            .load(&path, |_| {
+                checks += 1;
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(checks, 1, "checked when loaded, not when cached");
     }
 }

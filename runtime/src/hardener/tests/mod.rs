@@ -35,6 +35,7 @@ fn sandbox_ctx() -> HardenContext {
         netns_path_is_host: false,
         cgroup_driver: CgroupDriver::Cgroupfs,
         resolved_sources: Default::default(),
+        writable_layer: Default::default(),
     }
 }
 
@@ -49,6 +50,7 @@ fn app_ctx() -> HardenContext {
         netns_path_is_host: false,
         cgroup_driver: CgroupDriver::Cgroupfs,
         resolved_sources: Default::default(),
+        writable_layer: Default::default(),
     }
 }
 
