@@ -9,6 +9,7 @@ use std::sync::OnceLock;
 use libcgroups::common::{get_cgroup_setup_with_root, CgroupSetup, DEFAULT_CGROUP_ROOT};
 
 use crate::path::{CgroupDriver, CgroupsPath};
+use crate::v1_hierarchy::{self, V1Hierarchy};
 use crate::CgroupError;
 
 /// Controllers whose v1 mount points the readers need.
@@ -43,6 +44,8 @@ pub struct Host {
     systemd: bool,
     /// v1 controller -> mount point; controllers not listed are at `<root>/<controller>`.
     v1_mounts: HashMap<String, PathBuf>,
+    /// Every v1 hierarchy under the root, as a container sees it.
+    v1_hierarchies: Vec<V1Hierarchy>,
 }
 
 static CURRENT: OnceLock<Result<Host, String>> = OnceLock::new();
@@ -72,6 +75,13 @@ impl Host {
                     detail: format!("reading /proc/self/mountinfo: {e}"),
                 })?;
             host.v1_mounts = v1_mounts(&infos);
+            let own = crate::proc::process_cgroups(std::process::id() as i32)?;
+            host.v1_hierarchies = v1_hierarchy::hierarchies(
+                &host.root,
+                &infos,
+                &own,
+                &v1_hierarchy::managed_mounts(),
+            );
         }
         Ok(host)
     }
@@ -98,6 +108,7 @@ impl Host {
             hierarchy,
             systemd,
             v1_mounts: HashMap::new(),
+            v1_hierarchies: Vec::new(),
         }
     }
 
@@ -111,6 +122,11 @@ impl Host {
 
     pub fn is_unified(&self) -> bool {
         self.hierarchy == Hierarchy::Unified
+    }
+
+    /// The v1 hierarchies under the root (none on cgroup v2).
+    pub fn v1_hierarchies(&self) -> &[V1Hierarchy] {
+        &self.v1_hierarchies
     }
 
     /// Whether systemd is PID 1 (`/run/systemd/system` exists).
@@ -194,7 +210,7 @@ fn v1_mounts(infos: &procfs::process::MountInfos) -> HashMap<String, PathBuf> {
 }
 
 /// mountinfo escapes space, tab, newline and backslash as `\ooo`; procfs keeps them.
-fn unescape_mountinfo(path: &Path) -> PathBuf {
+pub(crate) fn unescape_mountinfo(path: &Path) -> PathBuf {
     use std::os::unix::ffi::{OsStrExt, OsStringExt};
     let bytes = path.as_os_str().as_bytes();
     let mut out = Vec::with_capacity(bytes.len());

@@ -19,6 +19,7 @@ pub mod path;
 pub mod proc;
 pub mod sample;
 mod sweep;
+mod v1_hierarchy;
 
 #[cfg(feature = "metrics")]
 pub mod metrics;
@@ -32,6 +33,7 @@ pub use path::{CgroupDriver, CgroupsPath, PathError, SystemdPath};
 pub use sample::{
     CgroupMode, CgroupSample, CpuSample, IoSample, MemoryCounter, MemorySample, PidsSample,
 };
+pub use v1_hierarchy::V1Hierarchy;
 
 /// Everything this crate can fail at; each names the cgroup or file.
 #[derive(Debug, thiserror::Error)]

@@ -249,6 +249,9 @@ fn harden(
             .collect(),
         netns_path_is_host,
         cgroup_driver,
+        cgroup_v1: stockade_cgroups::Host::current()
+            .map(|h| h.v1_hierarchies().to_vec())
+            .unwrap_or_default(),
         resolved_sources: volumes::resolve(&hardener::volumes::bind_sources(&spec)),
         writable_layer: Default::default(),
     };

@@ -3,9 +3,9 @@
 //! memory and pids limits within the ceilings, and never keeps `linux.seccomp`.
 
 use proptest::prelude::*;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use stockade_cgroups::CgroupsPath;
-use stockade_runtime::hardener::{harden, CgroupDriver, HardenContext, HardenError};
+use stockade_runtime::hardener::{harden, CgroupDriver, HardenContext, HardenError, V1Hierarchy};
 use stockade_runtime::idrange::IdRange;
 use stockade_runtime::oci_spec::runtime::{LinuxNamespaceType, Spec};
 use stockade_runtime::profile::{Profile, Verdict};
@@ -77,6 +77,7 @@ prop_compose! {
         period in proptest::option::of(0u64..5_000_000), pids in limit(),
         seccomp in any::<bool>(),
         uid in 0u32..65_536,
+        cgroup_mount in any::<bool>(),
     ) -> Spec {
         let caps = |set: Option<Vec<&str>>| set.map(|s| serde_json::json!(s));
         let mut resources = serde_json::json!({});
@@ -109,12 +110,18 @@ prop_compose! {
         if let Some(n) = no_new_privs {
             process["noNewPrivileges"] = serde_json::json!(n);
         }
-        let text = serde_json::json!({
+        let mut text = serde_json::json!({
             "ociVersion": "1.0.2",
             "process": process,
             "root": {"path": "rootfs"},
             "linux": linux,
         });
+        if cgroup_mount {
+            text["mounts"] = serde_json::json!([{
+                "destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+                "options": ["nosuid", "noexec", "nodev", "relatime", "ro"],
+            }]);
+        }
         serde_json::from_value(strip_nulls(text)).unwrap()
     }
 }
@@ -132,7 +139,23 @@ fn strip_nulls(v: serde_json::Value) -> serde_json::Value {
     }
 }
 
-fn check(spec: Spec, profile: &Profile, is_sandbox: bool) -> Result<(), TestCaseError> {
+/// A cgroup v1 node's hierarchies, for the view of /sys/fs/cgroup.
+fn v1_node() -> Vec<V1Hierarchy> {
+    let h = |dir: &str, controllers: &[&str], managed: bool| V1Hierarchy {
+        mount_point: PathBuf::from("/sys/fs/cgroup").join(dir),
+        controllers: controllers.iter().map(|c| c.to_string()).collect(),
+        managed,
+        inherited: "/system.slice/containerd.service".into(),
+    };
+    vec![
+        h("cpu,cpuacct", &["cpu", "cpuacct"], true),
+        h("memory", &["memory"], true),
+        h("pids", &["pids"], true),
+        h("systemd", &["name=systemd"], false),
+    ]
+}
+
+fn check(spec: Spec, profile: &Profile, is_sandbox: bool, v1: bool) -> Result<(), TestCaseError> {
     let ctx = HardenContext {
         container_id: "c".into(),
         sandbox_id: "pod".into(),
@@ -145,6 +168,7 @@ fn check(spec: Spec, profile: &Profile, is_sandbox: bool) -> Result<(), TestCase
         pod_pids: if is_sandbox { Vec::new() } else { vec![1234] },
         netns_path_is_host: false,
         cgroup_driver: CgroupDriver::Cgroupfs,
+        cgroup_v1: if v1 { v1_node() } else { Vec::new() },
         resolved_sources: Default::default(),
         writable_layer: Default::default(),
     };
@@ -155,6 +179,16 @@ fn check(spec: Spec, profile: &Profile, is_sandbox: bool) -> Result<(), TestCase
         Err(e) => return Err(TestCaseError::fail(format!("unexpected error: {e}"))),
     };
     let spec = hardened.spec;
+    // On v1 libcontainer never sees a `cgroup` mount; hardening the hardened spec again
+    // (what an exec does) gives the same mounts.
+    let mounts = spec.mounts().clone().unwrap_or_default();
+    if v1 {
+        prop_assert!(!mounts.iter().any(|m| m.typ().as_deref() == Some("cgroup")));
+    }
+    match harden(spec.clone(), profile, &ctx) {
+        Ok(again) => prop_assert_eq!(again.spec.mounts().clone().unwrap_or_default(), mounts),
+        Err(e) => return Err(TestCaseError::fail(format!("hardening again: {e}"))),
+    }
     let process = spec.process().as_ref().unwrap();
     let caps = process.capabilities().as_ref().unwrap();
     for set in [caps.bounding(), caps.effective(), caps.permitted()] {
@@ -212,6 +246,7 @@ fn sandbox_ctx(profile: &Profile, cgroup_driver: CgroupDriver) -> HardenContext 
         pod_pids: Vec::new(),
         netns_path_is_host: false,
         cgroup_driver,
+        cgroup_v1: Vec::new(),
         resolved_sources: Default::default(),
         writable_layer: Default::default(),
     }
@@ -221,13 +256,13 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
     #[test]
-    fn default_profile_invariants(spec in spec(), sandbox in any::<bool>()) {
-        check(spec, &permissive("default"), sandbox)?;
+    fn default_profile_invariants(spec in spec(), sandbox in any::<bool>(), v1 in any::<bool>()) {
+        check(spec, &permissive("default"), sandbox, v1)?;
     }
 
     #[test]
-    fn strict_profile_invariants(spec in spec(), sandbox in any::<bool>()) {
-        check(spec, &permissive("strict"), sandbox)?;
+    fn strict_profile_invariants(spec in spec(), sandbox in any::<bool>(), v1 in any::<bool>()) {
+        check(spec, &permissive("strict"), sandbox, v1)?;
     }
 
     /// With the policy as shipped, a spec is either refused by a named rule or hardened
@@ -237,7 +272,7 @@ proptest! {
         let profile = load("default");
         let ctx = sandbox_ctx(&profile, CgroupDriver::Cgroupfs);
         match harden(spec.clone(), &profile, &ctx) {
-            Ok(_) => check(spec, &profile, true)?,
+            Ok(_) => check(spec, &profile, true, true)?,
             Err(HardenError::Refused(r)) => prop_assert!(!r.rule.name().is_empty()),
             Err(e) => prop_assert!(false, "unexpected error: {}", e),
         }

@@ -12,6 +12,14 @@ fn host() -> anyhow::Result<&'static Host> {
     Ok(Host::current()?)
 }
 
+/// The node's cgroup v1 hierarchies for the hardener (none on cgroup v2, or where the
+/// setup cannot be read: Create then fails at the cgroup step, naming it).
+pub fn v1_hierarchies() -> Vec<stockade_cgroups::V1Hierarchy> {
+    host()
+        .map(|h| h.v1_hierarchies().to_vec())
+        .unwrap_or_default()
+}
+
 /// Applies already-hardened resources to the container's cgroup.
 pub fn apply(cgroups_path: &str, resources: &LinuxResources) -> anyhow::Result<()> {
     Ok(host()?.apply(cgroups_path, resources)?)

@@ -6,6 +6,7 @@
 //! only then is the spec rewritten (capabilities, no_new_privs, paths, user namespace,
 //! cgroup limits, seccomp).
 
+mod cgroup_view;
 mod devices;
 mod kubelet_userns;
 mod placement;
@@ -32,7 +33,7 @@ use crate::profile::Profile;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
-pub use stockade_cgroups::CgroupDriver;
+pub use stockade_cgroups::{CgroupDriver, V1Hierarchy};
 
 /// Everything the hardener needs to know about where the container runs.
 #[derive(Debug, Clone)]
@@ -53,6 +54,9 @@ pub struct HardenContext {
     /// The node's cgroup driver for this container: systemd where the runtime options or
     /// the cgroupsPath ask for it and systemd runs the node on cgroup v2.
     pub cgroup_driver: CgroupDriver,
+    /// The node's cgroup v1 hierarchies (none on cgroup v2): the container's
+    /// /sys/fs/cgroup is made of them (cgroup_view.rs).
+    pub cgroup_v1: Vec<V1Hierarchy>,
     /// Bind sources with symlinks resolved (facts the shim gathers): hostPaths are judged,
     /// and mounted, by where they really lead.
     pub resolved_sources: ResolvedSources,
@@ -240,6 +244,7 @@ pub fn harden(
         )));
     }
 
+    cgroup_view::restore_cgroup_mount(&mut spec, &ctx.cgroup_v1);
     policy::check(&spec, profile, ctx, &mut report)?;
     sysctls::check(&spec, profile)?;
     secrets::check(&spec, profile.policy.secret_in_env, &mut report)?;
@@ -278,6 +283,7 @@ pub fn harden(
         .map(|p| p.to_string_lossy().into_owned());
     let path = placement::cgroups_path(given.as_deref(), &profile.cgroups, ctx, &mut report);
     linux.set_cgroups_path(Some(path));
+    cgroup_view::emulate_v1(&mut spec, &mut linux, &ctx.cgroup_v1, &mut report)?;
 
     // libcontainer without libseccomp would silently ignore this: we install it ourselves.
     let pod_seccomp = linux.seccomp().clone();

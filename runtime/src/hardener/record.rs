@@ -156,6 +156,7 @@ mod tests {
             pod_pids: Vec::new(),
             netns_path_is_host: false,
             cgroup_driver: super::super::CgroupDriver::Cgroupfs,
+            cgroup_v1: Vec::new(),
             resolved_sources: Default::default(),
             writable_layer: Default::default(),
         };

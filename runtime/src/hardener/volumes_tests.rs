@@ -29,6 +29,7 @@ fn ctx() -> HardenContext {
         pod_pids: vec![4242],
         netns_path_is_host: false,
         cgroup_driver: crate::hardener::CgroupDriver::Cgroupfs,
+        cgroup_v1: Vec::new(),
         resolved_sources: Default::default(),
         writable_layer: Default::default(),
     }

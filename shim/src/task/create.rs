@@ -134,6 +134,7 @@ impl TaskService {
             // The shim runs in the host's network namespace.
             netns_path_is_host: stockade_runtime::namespaces::spec_netns_is_host(&d.spec),
             cgroup_driver: d.cgroup_driver,
+            cgroup_v1: crate::cgroups::v1_hierarchies(),
             resolved_sources: d.resolved_sources.clone(),
             writable_layer: quota::writable_layer(&req),
         };

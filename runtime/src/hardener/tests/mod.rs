@@ -34,6 +34,7 @@ fn sandbox_ctx() -> HardenContext {
         pod_pids: Vec::new(),
         netns_path_is_host: false,
         cgroup_driver: CgroupDriver::Cgroupfs,
+        cgroup_v1: Vec::new(),
         resolved_sources: Default::default(),
         writable_layer: Default::default(),
     }
@@ -49,6 +50,7 @@ fn app_ctx() -> HardenContext {
         pod_pids: vec![4242],
         netns_path_is_host: false,
         cgroup_driver: CgroupDriver::Cgroupfs,
+        cgroup_v1: Vec::new(),
         resolved_sources: Default::default(),
         writable_layer: Default::default(),
     }

@@ -13,6 +13,7 @@ fn with_cgroups_path(path: Option<&str>) -> Spec {
 fn placed(spec: Spec, p: &Profile, driver: CgroupDriver) -> (String, Report) {
     let ctx = HardenContext {
         cgroup_driver: driver,
+        cgroup_v1: Vec::new(),
         ..sandbox_ctx()
     };
     let h = harden(spec, p, &ctx).unwrap();
