@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install Stockade on a containerd node: the shim and the `stockade` CLI, the profiles, and
-# a containerd drop-in registering the CRI handlers `stockade` and `stockade-strict`
+# a containerd drop-in registering the CRI handlers `stockade`, `stockade-strict` and
+# `stockade-record` (the default profile in seccomp record mode)
 # (loaded through `imports` in containerd's config), then restart containerd.
 # deploy/uninstall.sh removes exactly what this added and puts containerd's config back
 # byte for byte. Running it again first undoes the previous install.
@@ -20,7 +21,7 @@
 #                      empty: do not restart)
 #   BIN_SRC            directory with containerd-shim-stockade-v1 and stockade
 #                      (default: the checkout's target/release)
-#   PROFILES_SRC       directory with default.toml, strict.toml and the seccomp/*.json they
+#   PROFILES_SRC       directory with default.toml, strict.toml, record.toml and the seccomp/*.json they
 #                      name
 #                      (default: the checkout's profiles/)
 set -euo pipefail
@@ -50,7 +51,8 @@ for f in "$BIN_SRC/containerd-shim-stockade-v1" "$BIN_SRC/stockade"; do
   [ -x "$f" ] || die "$f missing (build with 'cargo build --release --workspace' or set BIN_SRC)"
 done
 # The profiles and every seccomp file they may name (strict narrows default with strict.json).
-PROFILE_FILES="default.toml strict.toml seccomp/default.json seccomp/strict.json"
+PROFILES="default.toml strict.toml record.toml"
+PROFILE_FILES="$PROFILES seccomp/default.json seccomp/strict.json"
 for f in $PROFILE_FILES; do
   [ -f "$PROFILES_SRC/$f" ] || die "$PROFILES_SRC/$f missing (set PROFILES_SRC)"
 done
@@ -106,7 +108,7 @@ install_file 0755 "$BIN_SRC/stockade" "$PREFIX/bin/stockade"
 for f in $PROFILE_FILES; do
   install_file 0644 "$PROFILES_SRC/$f" "$ETC/$f"
 done
-for p in default.toml strict.toml; do
+for p in $PROFILES; do
   "$BIN_SRC/stockade" profile check "$(host "$ETC/$p")" >/dev/null ||
     die "installed profile $ETC/$p does not load"
 done
@@ -114,10 +116,10 @@ write_file 0644 "$DROPIN" "$dropin_text"
 add_import "$config_file" "$version" "$DROPIN"
 config_digest "$config_file" >"$(host "$RECORD")/config.installed.sha256"
 
-# containerd itself must see both runtimes in the merged config, or a silently dropped
+# containerd itself must see every runtime in the merged config, or a silently dropped
 # section (a version mismatch, a replaced plugin table) would show up only at pod start.
 dump=$(run_containerd --config "$CONTAINERD_CONFIG" config dump 2>/dev/null) || dump=""
-for p in default.toml strict.toml; do
+for p in $PROFILES; do
   # 1.6 dumps with double quotes, 2.x with single.
   if ! grep -qF -e "ConfigPath = \"$ETC/$p\"" -e "ConfigPath = '$ETC/$p'" <<<"$dump"; then
     die "containerd's merged config lacks ConfigPath $ETC/$p: the drop-in $DROPIN was not taken up"
@@ -126,4 +128,4 @@ done
 
 completed=1
 restart_containerd
-log "installed: handlers stockade ($ETC/default.toml) and stockade-strict ($ETC/strict.toml)"
+log "installed: handlers stockade ($ETC/default.toml), stockade-strict ($ETC/strict.toml) and stockade-record ($ETC/record.toml)"

@@ -73,10 +73,10 @@ snippet_for() {
   esac
 }
 
-# The runtime tables of Stockade's two handlers in a snippet (no comments, no runc).
+# The runtime tables of Stockade's handlers in a snippet (no comments, no runc).
 runtime_tables() {
   awk '/^[[:space:]]*#/ { next }
-       /^[[:space:]]*\[/ { keep = ($0 ~ /\.runtimes\.stockade(-strict)?[].]/) }
+       /^[[:space:]]*\[/ { keep = ($0 ~ /\.runtimes\.stockade(-strict|-record)?[].]/) }
        keep' "$1"
 }
 
@@ -87,7 +87,7 @@ cri_section_without_stockade() {
     /^[[:space:]]*\[/ {
       h = $0; sub(/^[[:space:]]+/, "", h)
       in_cri = (index(h, cri "]") == 1 || index(h, cri ".") == 1)
-      ours = (h ~ /\.runtimes\.stockade(-strict)?[].]/)
+      ours = (h ~ /\.runtimes\.stockade(-strict|-record)?[].]/)
       found = found || in_cri
     }
     in_cri && !ours { print }

@@ -32,7 +32,7 @@ pub fn snippet(version: ConfigVersion, profiles: &Path) -> Result<String> {
     Ok(text.replace(NODE_PROFILES, &format!("{}/", profiles.display())))
 }
 
-/// Only the tables of Stockade's two runtimes from a snippet (what an operator adds to a
+/// Only the tables of Stockade's runtimes from a snippet (what an operator adds to a
 /// config that already has its runc table).
 pub fn stockade_tables(snippet: &str) -> String {
     let mut keep = false;
@@ -45,7 +45,8 @@ pub fn stockade_tables(snippet: &str) -> String {
         if t.starts_with('[') {
             keep = t.contains(".runtimes.stockade]")
                 || t.contains(".runtimes.stockade.")
-                || t.contains(".runtimes.stockade-strict");
+                || t.contains(".runtimes.stockade-strict")
+                || t.contains(".runtimes.stockade-record");
         }
         if keep {
             out.push_str(line);
@@ -107,9 +108,9 @@ pub fn dumped_runtimes(dump: &toml::Table) -> Result<&toml::Table> {
 /// `ConfigPath` of each of Stockade's handlers in a dump (None where absent).
 pub fn dumped_config_paths(dump: &toml::Table) -> Result<Vec<(String, Option<String>)>> {
     let runtimes = dumped_runtimes(dump)?;
-    Ok(["stockade", "stockade-strict"]
+    Ok(crate::paths::HANDLER_PROFILES
         .iter()
-        .map(|name| {
+        .map(|(name, _)| {
             let rt = runtimes.get(*name);
             let typed = rt
                 .and_then(|r| r.get("runtime_type"))

@@ -64,7 +64,14 @@ pub fn shim_dir() -> Result<PathBuf> {
     )
 }
 
-/// The profiles directory (default.toml, strict.toml, seccomp/).
+/// Stockade's CRI handlers as deploy/ registers them, with their profiles' file names.
+pub const HANDLER_PROFILES: [(&str, &str); 3] = [
+    ("stockade", "default.toml"),
+    ("stockade-strict", "strict.toml"),
+    ("stockade-record", "record.toml"),
+];
+
+/// The profiles directory (default.toml, strict.toml, record.toml, seccomp/).
 ///
 /// By default, the shipped profiles as tests use them: copied under target/ with their
 /// audit log pointed there too, so tests never write the node's /var/log/stockade.
@@ -157,13 +164,13 @@ fn test_profiles(shipped: &Path) -> Result<PathBuf> {
 }
 
 /// The shipped profiles laid out as an installer copies them (default.toml, strict.toml,
-/// seccomp/default.json and strict.json, the seccomp paths relative), in `dir`, with the audit log under
+/// record.toml, seccomp/default.json and strict.json, the seccomp paths relative), in `dir`, with the audit log under
 /// target/ so an installed copy never writes the node's /var/log/stockade.
 pub fn installable_profiles(dir: &Path) -> Result<()> {
     let shipped = workspace_root().join("profiles");
     std::fs::create_dir_all(dir.join("seccomp"))
         .with_context(|| format!("creating {}/seccomp", dir.display()))?;
-    for name in ["default.toml", "strict.toml"] {
+    for name in HANDLER_PROFILES.map(|(_, profile)| profile) {
         let text = test_profile_text(&shipped, name, None)?;
         std::fs::write(dir.join(name), text)
             .with_context(|| format!("writing {}", dir.join(name).display()))?;

@@ -91,13 +91,9 @@ fn snippets_register_both_handlers_with_their_profiles() {
         let dump = config_dump(&config).unwrap();
         assert_eq!(
             dumped_config_paths(&dump).unwrap(),
-            [
-                ("stockade".into(), Some("/etc/stockade/default.toml".into())),
-                (
-                    "stockade-strict".into(),
-                    Some("/etc/stockade/strict.toml".into())
-                ),
-            ],
+            paths::HANDLER_PROFILES
+                .map(|(h, p)| (h.to_string(), Some(format!("/etc/stockade/{p}"))))
+                .to_vec(),
             "{version:?} {applied:?}"
         );
         // runc stays the default runtime.
@@ -121,10 +117,7 @@ fn a_pod_runs_through_each_snippet() {
         .unwrap();
         apply(&c.config_path, version, applied, &paths::profiles_dir());
         c.restart().unwrap();
-        for (handler, profile) in [
-            ("stockade", "default.toml"),
-            ("stockade-strict", "strict.toml"),
-        ] {
+        for (handler, profile) in paths::HANDLER_PROFILES {
             hardened_pod_round_trip(&c, handler, &paths::profile(profile).unwrap())
                 .unwrap_or_else(|e| panic!("{version:?} {applied:?}, {handler}: {e:#}"));
         }
@@ -144,12 +137,12 @@ fn runtimeclasses_match_the_handlers_and_the_node_label() {
         .filter_map(|l| l.trim().strip_prefix("handler:"))
         .map(str::trim)
         .collect();
-    assert_eq!(handlers, ["stockade", "stockade-strict"]);
-    assert_eq!(yaml.matches("kind: RuntimeClass").count(), 2);
-    assert_eq!(yaml.matches("apiVersion: node.k8s.io/v1").count(), 2);
+    assert_eq!(handlers, paths::HANDLER_PROFILES.map(|(h, _)| h));
+    assert_eq!(yaml.matches("kind: RuntimeClass").count(), 3);
+    assert_eq!(yaml.matches("apiVersion: node.k8s.io/v1").count(), 3);
     // Each class selects the nodes the installer labelled, and counts the shim's memory.
-    assert_eq!(yaml.matches("stockade.dev/runtime: \"true\"").count(), 2);
-    assert_eq!(yaml.matches("memory: 3Mi").count(), 2);
+    assert_eq!(yaml.matches("stockade.dev/runtime: \"true\"").count(), 3);
+    assert_eq!(yaml.matches("memory: 3Mi").count(), 3);
     let daemonset =
         std::fs::read_to_string(workspace_root().join("deploy/stockade-deploy.yaml")).unwrap();
     assert!(daemonset.contains("kubectl label node \"$NODE_NAME\" stockade.dev/runtime=true"));

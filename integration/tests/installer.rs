@@ -114,10 +114,7 @@ fn install_runs_pods_and_uninstall_restores_the_node() {
         // /usr/local/bin is on a node's), the build's no longer there.
         run_and_restart(&mut c, &node, "install.sh", node.prefix().join("bin"));
         assert_ne!(std::fs::read(&c.config_path).unwrap(), config_before);
-        for (handler, profile) in [
-            ("stockade", "default.toml"),
-            ("stockade-strict", "strict.toml"),
-        ] {
+        for (handler, profile) in paths::HANDLER_PROFILES {
             hardened_pod_round_trip(&c, handler, &node.etc().join(profile))
                 .unwrap_or_else(|e| panic!("{version:?}, {handler}: {e:#}"));
         }
@@ -255,16 +252,7 @@ fn install_changes_only_the_stockade_runtimes() {
         let etc = node.etc();
         assert_eq!(
             dumped_config_paths(&after).unwrap(),
-            [
-                (
-                    "stockade".into(),
-                    Some(etc.join("default.toml").display().to_string())
-                ),
-                (
-                    "stockade-strict".into(),
-                    Some(etc.join("strict.toml").display().to_string())
-                ),
-            ],
+            handler_paths(&etc),
             "{version:?}"
         );
         for dump in [&mut before, &mut after] {
@@ -279,7 +267,7 @@ fn install_changes_only_the_stockade_runtimes() {
                 })
                 .and_then(|r| r.as_table_mut())
             {
-                for name in ["stockade", "stockade-strict"] {
+                for (name, _) in paths::HANDLER_PROFILES {
                     runtimes.remove(name);
                 }
             }
@@ -318,16 +306,7 @@ fn an_import_the_config_already_has_is_not_added_twice() {
     let etc = node.etc();
     assert_eq!(
         dumped_config_paths(&config_dump(&config).unwrap()).unwrap(),
-        [
-            (
-                "stockade".into(),
-                Some(etc.join("default.toml").display().to_string())
-            ),
-            (
-                "stockade-strict".into(),
-                Some(etc.join("strict.toml").display().to_string())
-            ),
-        ]
+        handler_paths(&etc)
     );
     let out = node.run("uninstall.sh", &config, "", &built);
     assert!(out.status.success(), "{}", describe(&out));
@@ -337,4 +316,11 @@ fn an_import_the_config_already_has_is_not_added_twice() {
         "drop-in dir left"
     );
     assert_eq!(node.tree(), Vec::<PathBuf>::new(), "files left");
+}
+
+/// Each handler with the ConfigPath of its installed profile.
+fn handler_paths(etc: &Path) -> Vec<(String, Option<String>)> {
+    paths::HANDLER_PROFILES
+        .map(|(h, p)| (h.to_string(), Some(etc.join(p).display().to_string())))
+        .to_vec()
 }
