@@ -16,6 +16,7 @@ pub mod hardening;
 pub mod image;
 pub mod kubelet_layout;
 pub mod leftovers;
+pub mod mount_holders;
 pub mod paths;
 pub mod probes;
 pub mod prometheus;

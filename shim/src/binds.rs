@@ -3,6 +3,8 @@
 //! (made by the zygote, see stockade_runtime::volumes). The bundle is traversable by the
 //! pod's root (host.rs), so libcontainer, resolving bind sources as that user, reaches them
 //! even where the original source lies under directories only host root may enter.
+//! They live only while libcontainer builds the container's mount namespace: the zygote
+//! unstages them once Create has made it (launcher::container::create).
 
 use std::path::{Path, PathBuf};
 

@@ -243,12 +243,19 @@ pub fn create(
             "container {id}: pod sysctls without a pod network namespace"
         ));
     }
-    in_netns(netns, move || {
+    let pid = in_netns(netns, move || {
         for (name, value) in sysctls {
             write_sysctl(name, value)?;
         }
         create_in(b, id, bundle)
-    })
+    })?;
+    // The container's mount namespace is built (libcontainer returns once its init is
+    // ready): it holds its own copies of the staged binds. Kept here, in the shim's (the
+    // host's) namespace, a staged clone of a source with submounts would keep those
+    // submounts' directories busy on the host for the container's whole life (rmdir:
+    // EBUSY after the host unmounted them).
+    crate::binds::unstage(bundle);
+    Ok(pid)
 }
 
 /// Write a sysctl of the current network namespace (`/proc/sys/net` is the opener's).

@@ -50,7 +50,8 @@ pub enum Request {
         staging: PathBuf,
     },
     /// Stage the container's bind mounts at `<staging>/<index>`, idmapped through the pod's
-    /// user namespace (`userns` and `range` as for Mount). Unstaged from the path alone.
+    /// user namespace (`userns` and `range` as for Mount). Create unstages them once the
+    /// container's mount namespace holds its copies; Delete and undo, from the path alone.
     StageVolumes {
         volumes: Vec<PlannedVolume>,
         staging: PathBuf,
