@@ -235,9 +235,9 @@ fn read_only_host_paths_with_a_submount_match_runc_and_release_it() {
     assert!(left.is_empty(), "left behind: {left:#?}");
 }
 
+/// containerd writes rootfsPropagation `rslave` for a HostToContainer volume, which
+/// libcontainer 0.7 refused until the hardener gave it as `slave`.
 #[test]
-#[ignore = "Stockade refuses HostToContainer today: containerd writes rootfsPropagation \
-            `rslave`, libcontainer 0.7 takes only `slave` (the hardener is to translate it)"]
 fn host_to_container_propagation_outlives_the_staged_bind() {
     let c = common::start();
     let cri = c.cri().unwrap();

@@ -11,6 +11,7 @@ mod devices;
 mod kubelet_userns;
 mod placement;
 mod policy;
+mod propagation;
 pub mod record;
 pub mod registry;
 mod resources;
@@ -266,6 +267,7 @@ pub fn harden(
 
     harden_process(&mut spec, profile, ctx, &mut report)?;
     harden_mounts(&mut spec, &mut report);
+    propagation::for_libcontainer(&mut spec, &mut report);
 
     let mut linux = spec.linux().clone().unwrap_or_default();
     add_paths(&mut linux, profile, &mut report);
