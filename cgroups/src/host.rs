@@ -234,11 +234,12 @@ pub(crate) fn unescape_mountinfo(path: &Path) -> PathBuf {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use procfs::FromBufRead;
 
-    const MOUNTINFO: &str = "\
+    /// A hybrid node's mountinfo (also v1_hierarchy's fixture).
+    pub(crate) const MOUNTINFO: &str = "\
 31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
 32 31 0:29 / /sys/fs/cgroup/cpu,cpuacct rw,relatime shared:9 - cgroup cgroup rw,cpu,cpuacct
 35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory

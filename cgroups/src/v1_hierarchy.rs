@@ -126,18 +126,9 @@ mod tests {
     use crate::proc::parse_process_cgroups;
     use procfs::FromBufRead;
 
-    const MOUNTINFO: &str = "\
-31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
-32 31 0:29 / /sys/fs/cgroup/cpu,cpuacct rw,relatime shared:9 - cgroup cgroup rw,cpu,cpuacct
-35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
-36 31 0:33 / /sys/fs/cgroup/misc rw,relatime - cgroup cgroup rw,misc
-39 31 0:36 / /mnt/pids rw,relatime - cgroup cgroup rw,pids
-40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,xattr,name=systemd
-41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
-";
+    use crate::host::tests::MOUNTINFO;
 
     const OWN: &str = "\
-12:misc:/
 5:memory:/system.slice/containerd.service
 4:cpu,cpuacct:/system.slice/containerd.service
 1:name=systemd:/system.slice/containerd.service
@@ -179,7 +170,6 @@ mod tests {
                     true,
                     "/system.slice/containerd.service"
                 ),
-                (Some("misc"), vec!["misc"], false, "/"),
                 (
                     Some("systemd"),
                     vec!["name=systemd"],
