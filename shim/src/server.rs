@@ -62,6 +62,8 @@ pub fn run(flags: &Flags, state: StateDir) -> anyhow::Result<()> {
         tracing::info!(socket = %path, "the pod's shim is already running");
         return Ok(());
     };
+    // Inherited by the zygote, which needs it for every container too.
+    crate::cgroups::detect();
     let zygote = zygote::spawn(&[ready.as_raw_fd(), listener.as_raw_fd()])?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -148,8 +150,11 @@ async fn serve(
     tracing::info!(socket = %path, pid = std::process::id(), "shim serving");
 
     service.shut_down().await;
-    let _ = server.shutdown().await;
+    // The socket goes before the connections: containerd runs `shim delete` as soon as its
+    // connection closes, and a socket still there sends that looking through every
+    // process of the node for a dead server (dead_server.rs).
     let _ = std::fs::remove_file(path);
+    let _ = server.shutdown().await;
     tracing::info!("shim exiting");
     Ok(())
 }

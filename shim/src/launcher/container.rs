@@ -283,6 +283,12 @@ fn create_in(b: ContainerBuilder, id: &str, bundle: &Path) -> anyhow::Result<i32
     let pid = container
         .pid()
         .ok_or_else(|| anyhow!("container {id} has no init pid"))?;
+    // libcontainer returns once the init reported ready, i.e. after it bound the staged
+    // volumes into its rootfs and pivoted into it: its mount namespace holds its own
+    // mounts of them now. The staged ones would only lengthen the node's mount table,
+    // which every mountinfo read on the node walks (libcgroups reads it once per v1
+    // controller for each new container).
+    crate::binds::unstage(bundle);
     Ok(pid.as_raw())
 }
 
