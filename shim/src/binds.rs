@@ -3,8 +3,9 @@
 //! (made by the zygote, see stockade_runtime::volumes). The bundle is traversable by the
 //! pod's root (host.rs), so libcontainer, resolving bind sources as that user, reaches them
 //! even where the original source lies under directories only host root may enter.
-//! They live only while libcontainer builds the container's mount namespace: the zygote
-//! unstages them once Create has made it (launcher::container::create).
+//! Once libcontainer has created the container (its init bound them into its own mount
+//! namespace), the staged mounts are removed again (launcher::container): the node's mount
+//! table keeps none of them while the container runs.
 
 use std::path::{Path, PathBuf};
 

@@ -20,6 +20,15 @@ pub fn v1_hierarchies() -> Vec<stockade_cgroups::V1Hierarchy> {
         .unwrap_or_default()
 }
 
+/// Detects the node's cgroup setup now (once per process; on cgroup v1 it reads the whole
+/// mount table). The server calls it before forking its zygote, so both share one
+/// detection; a failure is logged and met again on first use.
+pub fn detect() {
+    if let Err(e) = host() {
+        tracing::warn!(error = %format!("{e:#}"), "cgroup setup unknown");
+    }
+}
+
 /// Applies already-hardened resources to the container's cgroup.
 pub fn apply(cgroups_path: &str, resources: &LinuxResources) -> anyhow::Result<()> {
     Ok(host()?.apply(cgroups_path, resources)?)

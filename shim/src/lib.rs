@@ -19,6 +19,7 @@ pub mod host;
 pub mod io;
 pub mod launcher;
 pub mod logging;
+pub mod memory;
 pub mod oom;
 pub mod podrange;
 pub mod quota;

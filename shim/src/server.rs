@@ -34,6 +34,7 @@ pub fn run(flags: &Flags, state: StateDir) -> anyhow::Result<()> {
     // Own session: signals to containerd's process group must not reach the shim, and
     // containers keep running when containerd restarts.
     let _ = nix::unistd::setsid();
+    crate::memory::limit_arenas();
     crate::logging::init_server(flags.debug);
 
     // containerd-shim's spawn() reads our stdout until EOF to know we are serving: keep it
@@ -62,10 +63,15 @@ pub fn run(flags: &Flags, state: StateDir) -> anyhow::Result<()> {
         tracing::info!(socket = %path, "the pod's shim is already running");
         return Ok(());
     };
+    // Inherited by the zygote, which needs it for every container too.
+    crate::cgroups::detect();
     let zygote = zygote::spawn(&[ready.as_raw_fd(), listener.as_raw_fd()])?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread serves everything (a pod's Task calls come one at a time, and what
+    // blocks goes to the blocking pool): every thread costs each pod's shim its stack.
+    // Blocking threads go once idle for a second, for the same reason.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        .thread_keep_alive(std::time::Duration::from_secs(1))
         .build()
         .context("tokio runtime")?;
     let result = runtime.block_on(serve(flags, state, &path, listener, zygote, ready));
@@ -148,8 +154,11 @@ async fn serve(
     tracing::info!(socket = %path, pid = std::process::id(), "shim serving");
 
     service.shut_down().await;
-    let _ = server.shutdown().await;
+    // The socket goes before the connections: containerd runs `shim delete` as soon as its
+    // connection closes, and a socket still there sends that looking through every
+    // process of the node for a dead server (dead_server.rs).
     let _ = std::fs::remove_file(path);
+    let _ = server.shutdown().await;
     tracing::info!("shim exiting");
     Ok(())
 }

@@ -154,8 +154,8 @@ fn describe(dir: &File) -> FsFacts {
         )
     });
     let mount = dev.and_then(|dev| {
-        let infos = procfs::process::Process::myself().ok()?.mountinfo().ok()?;
-        infos.into_iter().find(|m| m.majmin == dev)
+        let table = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+        first_mount_of(&table, &dev)
     });
     FsFacts {
         kind,
@@ -166,6 +166,16 @@ fn describe(dir: &File) -> FsFacts {
                 .any(|o| m.super_options.contains_key(*o))
         }),
     }
+}
+
+/// The first mount of device `majmin` in a mountinfo table. Only that line is parsed: the
+/// table holds every mount of the node (thousands with many pods), and this runs for
+/// every Create.
+fn first_mount_of(table: &str, majmin: &str) -> Option<procfs::process::MountInfo> {
+    table
+        .lines()
+        .find(|line| line.split(' ').nth(2) == Some(majmin))
+        .and_then(|line| procfs::process::MountInfo::from_line(line).ok())
 }
 
 /// Claim a project ID (from `table`), record it in `bundle`, set its limits and give it to

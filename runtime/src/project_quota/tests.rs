@@ -77,3 +77,20 @@ fn a_failed_apply_leaves_no_claim_and_no_record() {
     // Nothing recorded: release has nothing to do.
     assert!(release(&bundle).unwrap().is_none());
 }
+
+#[test]
+fn the_first_mount_of_a_device_is_found_without_parsing_the_others() {
+    let table = "\
+22 1 0:21 / /proc rw - proc proc rw
+27 1 254:0 / / rw,relatime - ext4 /dev/vda rw,discard
+28 27 254:0 /srv /srv rw - ext4 /dev/vda rw,prjquota
+not a mountinfo line at all
+";
+    let m = first_mount_of(table, "254:0").expect("the root mount");
+    assert_eq!(m.mount_point, Path::new("/"));
+    assert_eq!(m.mount_source.as_deref(), Some("/dev/vda"));
+    assert!(!m.super_options.contains_key("prjquota"));
+    assert!(first_mount_of(table, "8:1").is_none());
+    // A malformed line of the device itself gives no facts rather than wrong ones.
+    assert!(first_mount_of("1 2 8:1 broken\n", "8:1").is_none());
+}

@@ -9,7 +9,11 @@
 //!   upper and work dirs (private to this container) have their top directory chowned to
 //!   the range's root; overlay is mounted on `target` over the idmapped lowers. An overlay
 //!   mount itself cannot be idmapped, and idmapping the upper+work pair breaks overlay's
-//!   work dir (EOVERFLOW): this is the combination that works.
+//!   work dir (EOVERFLOW): this is the combination that works. overlayfs takes private
+//!   clones of its layers when it is mounted, so the attached clones (and `staging`) are
+//!   removed again right after: the node's mount table keeps one mount per rootfs, as
+//!   under runc (every mount left there lengthens each read of mountinfo on the node,
+//!   which libcgroups does once per v1 controller for every container).
 //! - bind: an idmapped clone of the source, attached at `target`. Note that files the
 //!   container creates through it land on disk with host IDs mapped back through the
 //!   idmap (container root writes host-UID-0 files into the snapshot directory, which
@@ -24,8 +28,9 @@
 //! below were written by the container under the pod's range and keep their owners.
 //!
 //! `staging` is a directory this module owns: it is created by [`mount_rootfs`] (it must
-//! be missing or empty) and removed by [`unmount_rootfs`]. Put it next to the bundle's
-//! rootfs, e.g. `<bundle>/.stockade-rootfs`.
+//! be missing or empty) and removed once the overlay is mounted, or by [`unmount_rootfs`]
+//! where that failed (or after a crash in between). Put it next to the bundle's rootfs,
+//! e.g. `<bundle>/.stockade-rootfs`.
 //!
 //! Mount propagation: clones and the overlay are attached like any mount under the
 //! bundle, so they follow the bundle directory's propagation (the same as runc's shim).
@@ -283,8 +288,23 @@ fn mount_plan(
             }
             mount_overlay(&staged, upper.as_ref(), extra, *attrs, target)?;
             undo.0.push(Step::Mounted(target.to_path_buf()));
+            release_layers(&staged, staging);
             Ok(staged.len())
         }
+    }
+}
+
+/// Detach the attached layer clones and remove `staging`, once the overlay holds its own
+/// clones of them. A failure only leaves them for [`unmount_rootfs`]: it is logged.
+fn release_layers(staged: &[PathBuf], staging: &Path) {
+    let released = staged
+        .iter()
+        .try_for_each(|dir| {
+            unmount_all(dir).and_then(|()| fs::remove_dir(dir).map_err(io_err("removing", dir)))
+        })
+        .and_then(|()| fs::remove_dir(staging).map_err(io_err("removing", staging)));
+    if let Err(e) = released {
+        tracing::warn!(staging = %staging.display(), error = %e, "layer clones kept until the rootfs is unmounted");
     }
 }
 

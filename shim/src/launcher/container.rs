@@ -243,19 +243,12 @@ pub fn create(
             "container {id}: pod sysctls without a pod network namespace"
         ));
     }
-    let pid = in_netns(netns, move || {
+    in_netns(netns, move || {
         for (name, value) in sysctls {
             write_sysctl(name, value)?;
         }
         create_in(b, id, bundle)
-    })?;
-    // The container's mount namespace is built (libcontainer returns once its init is
-    // ready): it holds its own copies of the staged binds. Kept here, in the shim's (the
-    // host's) namespace, a staged clone of a source with submounts would keep those
-    // submounts' directories busy on the host for the container's whole life (rmdir:
-    // EBUSY after the host unmounted them).
-    crate::binds::unstage(bundle);
-    Ok(pid)
+    })
 }
 
 /// Write a sysctl of the current network namespace (`/proc/sys/net` is the opener's).
@@ -290,6 +283,13 @@ fn create_in(b: ContainerBuilder, id: &str, bundle: &Path) -> anyhow::Result<i32
     let pid = container
         .pid()
         .ok_or_else(|| anyhow!("container {id} has no init pid"))?;
+    // libcontainer returns once the init reported ready, i.e. after it bound the staged
+    // volumes into its rootfs and pivoted into it: its mount namespace holds its own
+    // mounts of them now. Kept in the shim's (the host's) namespace, a staged clone of a
+    // source with submounts would keep those directories busy on the host for the
+    // container's life (rmdir: EBUSY once the host unmounted them), and every staged
+    // mount lengthens the node's mount table, which every mountinfo read walks.
+    crate::binds::unstage(bundle);
     Ok(pid.as_raw())
 }
 

@@ -97,9 +97,13 @@ impl Launcher for Zygote {
     /// Runs the blocking exchange on tokio's blocking pool.
     async fn call(&self, req: Request, fds: Vec<OwnedFd>) -> anyhow::Result<Option<i32>> {
         let sock = self.sock.clone();
-        tokio::task::spawn_blocking(move || exchange(&sock, &req, &fds))
-            .await
-            .context("zygote request task")?
+        tokio::task::spawn_blocking(move || {
+            let result = exchange(&sock, &req, &fds);
+            crate::memory::trim();
+            result
+        })
+        .await
+        .context("zygote request task")?
     }
 
     fn helper_pid(&self) -> Option<i32> {
@@ -158,6 +162,7 @@ fn serve(sock: OwnedFd) -> anyhow::Result<()> {
             tracing::warn!(request = %op, error = %e, "zygote request failed");
         }
         send(sock.as_raw_fd(), &Response { result }, &[])?;
+        crate::memory::trim();
     }
     Ok(())
 }

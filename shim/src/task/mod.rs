@@ -31,6 +31,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use containerd_shim::event::Event;
+use containerd_shim_protos::protobuf;
 use containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp;
 use stockade_runtime::state_dir::StateDir;
 use tokio::sync::{Mutex, Notify};
@@ -136,8 +137,11 @@ impl TaskService {
         }
     }
 
-    async fn publish(&self, event: impl Event + Send + Sync + 'static) {
-        self.inner.events.publish(Box::new(event)).await
+    async fn publish<E: Event + protobuf::Message>(&self, event: E) {
+        match events::Outgoing::new(&event) {
+            Ok(out) => self.inner.events.publish(out).await,
+            Err(e) => tracing::warn!(error = %e, "event not published"),
+        }
     }
 
     /// TaskExit, once a TTY's output has reached the fifo.

@@ -13,7 +13,6 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use containerd_shim::event::Event;
 use containerd_shim_protos::api::{
     CreateTaskRequest, DeleteRequest, ExecProcessRequest, KillRequest, StartRequest, StateRequest,
     Status,
@@ -30,7 +29,7 @@ use stockade_runtime::profile::IdPoolSettings;
 use stockade_runtime::state_dir::StateDir;
 use tokio::sync::mpsc;
 
-use super::events::EventSink;
+use super::events::{EventSink, Outgoing};
 use super::{ShimConfig, TaskService};
 use crate::error::ShimError;
 use crate::host::Host;
@@ -203,8 +202,8 @@ struct RecordedEvents(Log);
 
 #[async_trait]
 impl EventSink for RecordedEvents {
-    async fn publish(&self, event: Box<dyn Event + Send + Sync>) {
-        push(&self.0, &event.topic());
+    async fn publish(&self, event: Outgoing) {
+        push(&self.0, &event.topic);
     }
 }
 
