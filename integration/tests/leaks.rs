@@ -48,7 +48,9 @@ const SETTLE: Duration = Duration::from_secs(10);
 /// 1000 cycles of `make leak-test`; at the default 60 cycles only a large leak does.
 const SHIM_ANON_SLACK_KB: u64 = 4096;
 /// The zygote is single-threaded (one arena, one stack): its anonymous RSS stays within
-/// 50 kB of the baseline.
+/// 50 kB of the baseline. (It goes when the pod is idle and a new one comes when needed,
+/// launcher::handle: the one measured is the zygote that served the first and the last
+/// app cycle, the same process while the cycles keep it busy.)
 const ZYGOTE_ANON_SLACK_KB: u64 = 1024;
 
 fn env_count(name: &str) -> Option<usize> {
@@ -127,10 +129,11 @@ fn fd_growth(start: &Usage, end: &Usage) -> Vec<String> {
         .collect()
 }
 
-/// The pod's shim server and its zygote. The server is this instance's process started
-/// with `-id <pod>` and `-socket` (the `start`/`delete` actions have no -socket); the
-/// zygote is its forked child with the same command line.
-fn pod_shim(c: &Containerd, pod: &str) -> (i32, i32) {
+/// The pod's shim server and its zygote, if one runs now. The server is this instance's
+/// process started with `-id <pod>` and `-socket` (the `start`/`delete` actions have no
+/// -socket); the zygote is its child with the same command line (and the zygote action,
+/// once it was exec'd).
+fn pod_shim(c: &Containerd, pod: &str) -> (i32, Option<i32>) {
     let procs: Vec<teardown::ProcInfo> =
         teardown::instance_processes(&c.dir.display().to_string(), &c.cgroup_dirs())
             .into_iter()
@@ -150,13 +153,21 @@ fn pod_shim(c: &Containerd, pod: &str) -> (i32, i32) {
         .filter(|p| p.ppid == server.pid)
         .map(|p| p.pid)
         .collect();
-    let [zygote] = zygotes[..] else {
-        panic!(
-            "expected one zygote under shim {}, found {procs:?}",
+    match zygotes[..] {
+        [] => (server.pid, None),
+        [zygote] => (server.pid, Some(zygote)),
+        _ => panic!(
+            "expected at most one zygote under shim {}, found {procs:?}",
             server.pid
-        );
-    };
-    (server.pid, zygote)
+        ),
+    }
+}
+
+/// The pod's zygote right after an app cycle: it just served it, so it runs.
+fn zygote_after_cycle(c: &Containerd, pod: &str) -> (i32, Usage) {
+    let (shim, zygote) = pod_shim(c, pod);
+    let zygote = zygote.unwrap_or_else(|| panic!("no zygote under shim {shim} after a cycle"));
+    (zygote, usage(zygote))
 }
 
 /// The long-lived processes whose usage must not grow.
@@ -164,19 +175,17 @@ fn pod_shim(c: &Containerd, pod: &str) -> (i32, i32) {
 struct Snapshot {
     containerd: Usage,
     shim: Usage,
-    zygote: Usage,
 }
 
-fn snapshot(containerd: i32, shim: i32, zygote: i32) -> Snapshot {
+fn snapshot(containerd: i32, shim: i32) -> Snapshot {
     Snapshot {
         containerd: usage(containerd),
         shim: usage(shim),
-        zygote: usage(zygote),
     }
 }
 
-fn fd_counts(s: &Snapshot) -> [usize; 3] {
-    [s.containerd.fds.len(), s.shim.fds.len(), s.zygote.fds.len()]
+fn fd_counts(s: &Snapshot) -> [usize; 2] {
+    [s.containerd.fds.len(), s.shim.fds.len()]
 }
 
 /// ctr in containerd's CRI namespace, under a pseudo-terminal.
@@ -344,7 +353,7 @@ fn stockade_cycles_leave_nothing_and_do_not_grow() {
         .expect("pod netns")
         .into_iter()
         .collect();
-    let (shim, zygote) = pod_shim(&c, &pod);
+    let (shim, _) = pod_shim(&c, &pod);
 
     let began = Instant::now();
     let mut times: BTreeMap<&str, Vec<Duration>> = BTreeMap::new();
@@ -358,24 +367,31 @@ fn stockade_cycles_leave_nothing_and_do_not_grow() {
     for i in 0..WARM_UP {
         timed("app", &mut || app_cycle(&c, &cri, &pod, &pod_cfg, i));
     }
+    let (zygote, start_zygote) = zygote_after_cycle(&c, &pod);
     timed("pod", &mut || netns.extend(pod_cycle(&cri, &rt, 0)));
     timed("ctr", &mut || ctr_cycle(&c, &rt, 0));
-    let start = snapshot(containerd, shim, zygote);
+    let start = snapshot(containerd, shim);
 
     // N app cycles in all, with the remaining pod and ctr cycles spread among them.
     let (mut pods, mut ctrs) = (1, 1);
     let mut trail = Vec::new();
+    let mut end_zygote = None;
     for i in WARM_UP..n {
         timed("app", &mut || app_cycle(&c, &cri, &pod, &pod_cfg, i));
-        if (i + 1) % (n / 10).max(1) == 0 {
-            let (s, z) = (usage(shim), usage(zygote));
+        if (i + 1) % (n / 10).max(1) == 0 || i + 1 == n {
+            let (z, zu) = zygote_after_cycle(&c, &pod);
+            let s = usage(shim);
             trail.push(format!(
-                "{}:{}/{}/{}",
+                "{}:{}/{}/{}{}",
                 i + 1,
                 s.anon_kb,
                 s.threads,
-                z.anon_kb
+                zu.anon_kb,
+                if z == zygote { "" } else { " (a new zygote)" }
             ));
+            if i + 1 == n {
+                end_zygote = Some((z, zu));
+            }
         }
         let due = 1 + (i + 1 - WARM_UP) * (m - 1) / (n - WARM_UP);
         while pods < due {
@@ -392,7 +408,7 @@ fn stockade_cycles_leave_nothing_and_do_not_grow() {
     // The end state, once whatever a finished cycle still had open is closed.
     let settle_until = Instant::now() + SETTLE;
     let end = loop {
-        let s = snapshot(containerd, shim, zygote);
+        let s = snapshot(containerd, shim);
         let grown = fd_counts(&s)
             .iter()
             .zip(fd_counts(&start))
@@ -403,6 +419,7 @@ fn stockade_cycles_leave_nothing_and_do_not_grow() {
         std::thread::sleep(Duration::from_millis(200));
     };
 
+    let (end_pid, end_zygote) = end_zygote.expect("the last cycle measured the zygote");
     let trail = format!(
         "after cycle: shim anon kB/threads/zygote anon kB: {}",
         trail.join(" ")
@@ -411,7 +428,7 @@ fn stockade_cycles_leave_nothing_and_do_not_grow() {
     println!("leak trail: {trail}");
     println!(
         "leak summary: cycles app={n} pod={pods} ctr={ctrs}; elapsed {:.1}s; median ms app={:.0} \
-         pod={:.0} ctr={:.0}; containerd fds {}->{}; shim fds {}->{}; zygote fds {}->{}; shim \
+         pod={:.0} ctr={:.0}; containerd fds {}->{}; shim fds {}->{}; zygote (pid {}->{}) fds {}->{}; shim \
          RSS {}->{} kB (anon {}->{}); zygote RSS {}->{} kB (anon {}->{}); containerd RSS {}->{} \
          kB",
         elapsed.as_secs_f64(),
@@ -422,16 +439,18 @@ fn stockade_cycles_leave_nothing_and_do_not_grow() {
         end.containerd.fds.len(),
         start.shim.fds.len(),
         end.shim.fds.len(),
-        start.zygote.fds.len(),
-        end.zygote.fds.len(),
+        zygote,
+        end_pid,
+        start_zygote.fds.len(),
+        end_zygote.fds.len(),
         start.shim.rss_kb,
         end.shim.rss_kb,
         start.shim.anon_kb,
         end.shim.anon_kb,
-        start.zygote.rss_kb,
-        end.zygote.rss_kb,
-        start.zygote.anon_kb,
-        end.zygote.anon_kb,
+        start_zygote.rss_kb,
+        end_zygote.rss_kb,
+        start_zygote.anon_kb,
+        end_zygote.anon_kb,
         start.containerd.rss_kb,
         end.containerd.rss_kb,
     );
@@ -439,7 +458,7 @@ fn stockade_cycles_leave_nothing_and_do_not_grow() {
     for (what, a, b) in [
         ("containerd", &start.containerd, &end.containerd),
         ("the long-lived pod's shim", &start.shim, &end.shim),
-        ("the long-lived pod's zygote", &start.zygote, &end.zygote),
+        ("the long-lived pod's zygote", &start_zygote, &end_zygote),
     ] {
         assert!(
             b.fds.len() <= a.fds.len(),
@@ -456,7 +475,7 @@ fn stockade_cycles_leave_nothing_and_do_not_grow() {
     // containerd's RSS is its Go heap's GC target: reported, not checked.
     for (what, a, b, slack) in [
         ("shim", &start.shim, &end.shim, SHIM_ANON_SLACK_KB),
-        ("zygote", &start.zygote, &end.zygote, ZYGOTE_ANON_SLACK_KB),
+        ("zygote", &start_zygote, &end_zygote, ZYGOTE_ANON_SLACK_KB),
     ] {
         assert!(
             b.anon_kb <= a.anon_kb + slack,

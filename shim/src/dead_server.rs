@@ -21,9 +21,6 @@ pub struct DeadServer {
 /// container process it started that has not exec'd its workload yet.
 struct SocketProcess {
     pid: i32,
-    /// The server made its own session (setsid) in the host's user namespace; a container's
-    /// init makes one too, but in the pod's user namespace.
-    server_like: bool,
     zombie: bool,
     /// Runs this very binary (a workload cannot fake its exe, only its command line).
     our_exe: bool,
@@ -33,7 +30,6 @@ fn processes_with_socket(address: &str) -> Vec<SocketProcess> {
     use std::os::unix::fs::MetadataExt;
     let identity = |path: &Path| std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()));
     let own_exe = identity(Path::new("/proc/self/exe"));
-    let own_userns = identity(Path::new("/proc/self/ns/user"));
     let Ok(all) = procfs::process::all_processes() else {
         return Vec::new();
     };
@@ -53,14 +49,20 @@ fn processes_with_socket(address: &str) -> Vec<SocketProcess> {
         let dir = PathBuf::from(format!("/proc/{}", process.pid()));
         found.push(SocketProcess {
             pid: process.pid(),
-            server_like: stat.session == process.pid()
-                && own_userns.is_some()
-                && identity(&dir.join("ns/user")) == own_userns,
             zombie: matches!(stat.state, 'Z' | 'X'),
             our_exe: own_exe.is_some() && identity(&dir.join("exe")) == own_exe,
         });
     }
     found
+}
+
+/// The process that listens on `socket` (SO_PEERCRED of a connection to it), if it
+/// accepts connections.
+fn listener_pid(socket: &Path) -> Option<i32> {
+    let stream = std::os::unix::net::UnixStream::connect(socket).ok()?;
+    let cred =
+        nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerCredentials).ok()?;
+    Some(cred.pid())
 }
 
 impl DeadServer {
@@ -72,17 +74,17 @@ impl DeadServer {
         if !std::fs::symlink_metadata(&socket).is_ok_and(|m| m.file_type().is_socket()) {
             return None;
         }
-        // Whether the socket accepts connections says little: a SIGKILLed server's
-        // listener can linger for a moment while the kernel tears the process down.
-        let server = processes_with_socket(&address)
-            .into_iter()
-            .find(|p| p.server_like && !p.zombie);
-        match server {
-            Some(p) => {
-                tracing::debug!(socket = %socket.display(), pid = p.pid, "the shim server still runs");
+        // That the socket accepts connections says little: a SIGKILLed server's listener
+        // can linger for a moment while the kernel tears the process down. Whether the
+        // process listening on it (the kernel names it) still runs says it all, without
+        // looking through every process of the node: containerd runs `shim delete` for
+        // every container of a pod whose shim goes on serving the others.
+        match listener_pid(&socket) {
+            Some(pid) if is_alive(pid) => {
+                tracing::debug!(socket = %socket.display(), pid, "the shim server still runs");
                 None
             }
-            None => Some(DeadServer { address, socket }),
+            _ => Some(DeadServer { address, socket }),
         }
     }
 
@@ -119,5 +121,27 @@ impl DeadServer {
                 tracing::warn!(socket = %self.socket.display(), error = %e, "removing the dead shim's socket")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_listener_of_a_socket_is_named_by_the_kernel_and_gone_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("s");
+        let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        assert_eq!(
+            listener_pid(&socket),
+            Some(std::process::id() as i32),
+            "this process listens"
+        );
+        drop(listener);
+        // The socket file stays, as a killed server leaves it: nobody listens.
+        assert!(socket.exists());
+        assert_eq!(listener_pid(&socket), None);
+        assert_eq!(listener_pid(&dir.path().join("missing")), None);
     }
 }

@@ -1,8 +1,9 @@
 //! tracing setup: the server writes to the bundle's `log` fifo, which containerd reads
 //! into its own log; the other actions write to stderr.
 
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::OpenOptionsExt;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 use tracing_subscriber::filter::filter_fn;
 use tracing_subscriber::layer::SubscriberExt;
@@ -48,6 +49,9 @@ where
         .try_init();
 }
 
+/// The server's log, kept for the zygotes it execs later (their stderr).
+static SERVER_LOG: OnceLock<OwnedFd> = OnceLock::new();
+
 /// containerd opens `log` (a fifo in the bundle) before starting the shim; writes never
 /// block (a full fifo drops lines rather than stalling the shim).
 pub fn init_server(debug: bool) {
@@ -56,9 +60,19 @@ pub fn init_server(debug: bool) {
         .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
         .open("log");
     match log {
-        Ok(f) => init(debug, Mutex::new(f)),
+        Ok(f) => {
+            if let Ok(copy) = f.try_clone() {
+                let _ = SERVER_LOG.set(copy.into());
+            }
+            init(debug, Mutex::new(f))
+        }
         Err(_) => init(debug, std::io::stderr),
     }
+}
+
+/// A copy of the server's log fd, for a child's stderr.
+pub fn server_log() -> Option<OwnedFd> {
+    SERVER_LOG.get()?.try_clone().ok()
 }
 
 pub fn init_stderr(debug: bool) {

@@ -3,6 +3,7 @@
 use std::io::Write;
 
 use containerd_shim_protos::protobuf::Message;
+use containerd_shim_stockade_v1::launcher::zygote;
 use containerd_shim_stockade_v1::{bootstrap, delete_action, features, server, RUNTIME_ID};
 use stockade_runtime::state_dir::StateDir;
 
@@ -35,6 +36,7 @@ fn main() {
         match flags.action.as_str() {
             "start" => bootstrap::run(&flags),
             "delete" => delete_action::run(&flags, &state),
+            zygote::ACTION => zygote::run_exec(flags.debug),
             "" => server::run(&flags, state),
             other => Err(anyhow::anyhow!("unknown action {other:?}")),
         }

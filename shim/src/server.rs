@@ -1,6 +1,6 @@
 //! The shim server: one process per pod. Forks the zygote while still single-threaded,
 //! then serves the Task API over ttrpc and reaps every child (init and exec processes are
-//! the zygote's siblings, i.e. our children).
+//! the zygote's siblings, i.e. our children; so are later zygotes, see launcher::handle).
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -18,7 +18,7 @@ use stockade_runtime::state_dir::StateDir;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::host::RealHost;
-use crate::launcher::zygote;
+use crate::launcher::handle::Zygote;
 use crate::task::events::RemoteEvents;
 use crate::task::{ShimConfig, TaskService};
 
@@ -65,7 +65,8 @@ pub fn run(flags: &Flags, state: StateDir) -> anyhow::Result<()> {
     };
     // Inherited by the zygote, which needs it for every container too.
     crate::cgroups::detect();
-    let zygote = zygote::spawn(&[ready.as_raw_fd(), listener.as_raw_fd()])?;
+    let args = std::env::args_os().skip(1).collect();
+    let zygote = Zygote::fork(&[ready.as_raw_fd(), listener.as_raw_fd()], args)?;
     // One thread serves everything (a pod's Task calls come one at a time, and what
     // blocks goes to the blocking pool): every thread costs each pod's shim its stack.
     // Blocking threads go once idle for a second, for the same reason.
@@ -106,7 +107,7 @@ async fn serve(
     state: StateDir,
     path: &str,
     listener: UnixListener,
-    zygote: zygote::Zygote,
+    zygote: Zygote,
     ready: OwnedFd,
 ) -> anyhow::Result<()> {
     let ttrpc_address = std::env::var("TTRPC_ADDRESS").context("TTRPC_ADDRESS is not set")?;
@@ -117,9 +118,11 @@ async fn serve(
         namespace: flags.namespace.clone(),
         state: state.clone(),
     };
+    let zygote = Arc::new(zygote);
+    tokio::spawn(zygote.clone().retire_when_idle());
     let service = TaskService::new(
         config,
-        Arc::new(zygote),
+        zygote,
         Arc::new(RealHost::new(state)),
         Arc::new(RemoteEvents::new(publisher, &flags.namespace)),
     );

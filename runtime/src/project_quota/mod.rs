@@ -13,6 +13,7 @@ mod sys;
 use std::fs::File;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
@@ -153,19 +154,45 @@ fn describe(dir: &File) -> FsFacts {
             rustix::fs::minor(s.st_dev)
         )
     });
-    let mount = dev.and_then(|dev| {
-        let table = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-        first_mount_of(&table, &dev)
-    });
+    let (device, prjquota) = dev.map(|dev| mount_facts(&dev)).unwrap_or_default();
     FsFacts {
         kind,
-        device: mount.as_ref().and_then(|m| m.mount_source.clone()),
-        prjquota: mount.is_some_and(|m| {
+        device,
+        prjquota,
+    }
+}
+
+/// A device's first mount's source, and whether it is mounted with project quotas.
+type MountFacts = (Option<String>, bool);
+
+/// The device's first mount's source and whether it is mounted with project quotas,
+/// read once per process and device: every Create asks (for its writable layer), and the
+/// table they come from lists every mount of the node. (What decides a quota is
+/// `sys::project_quotas_on`, asked every time; these facts only word the answer.)
+fn mount_facts(majmin: &str) -> MountFacts {
+    static SEEN: Mutex<Vec<(String, MountFacts)>> = Mutex::new(Vec::new());
+    if let Some(facts) = SEEN.lock().ok().and_then(|seen| {
+        seen.iter()
+            .find(|(dev, _)| dev == majmin)
+            .map(|(_, facts)| facts.clone())
+    }) {
+        return facts;
+    }
+    let mount = std::fs::read_to_string("/proc/self/mountinfo")
+        .ok()
+        .and_then(|table| first_mount_of(&table, majmin));
+    let facts = (
+        mount.as_ref().and_then(|m| m.mount_source.clone()),
+        mount.is_some_and(|m| {
             ["prjquota", "pquota", "prjjquota"]
                 .iter()
                 .any(|o| m.super_options.contains_key(*o))
         }),
+    );
+    if let Ok(mut seen) = SEEN.lock() {
+        seen.push((majmin.to_string(), facts.clone()));
     }
+    facts
 }
 
 /// The first mount of device `majmin` in a mountinfo table. Only that line is parsed: the

@@ -1,10 +1,12 @@
 //! Launching containers: the requests the Task service makes of libcontainer, and the
-//! [`Launcher`] that carries them out (the [`zygote`] in the shim; a fake in unit tests).
+//! [`Launcher`] that carries them out (the [`zygote`] in the shim, through its
+//! [`handle`]; a fake in unit tests).
 //!
 //! Requests are plain data (they cross a socket to the zygote as JSON); large payloads
 //! (spec, process, seccomp plan) travel as files in the bundle.
 
 pub mod container;
+pub mod handle;
 pub mod zygote;
 
 use std::collections::BTreeMap;
@@ -23,9 +25,9 @@ pub use stockade_runtime::rootfs::RootfsMount;
 pub trait Launcher: Send + Sync {
     async fn call(&self, req: Request, fds: Vec<OwnedFd>) -> anyhow::Result<Option<i32>>;
 
-    /// The launcher's own helper process, if it is a child of the shim (its exit is no
-    /// container's).
-    fn helper_pid(&self) -> Option<i32>;
+    /// `pid`, a child of the shim that exited, was one of the launcher's own helper
+    /// processes (its exit is no container's). Asked once per exit.
+    fn helper_exited(&self, pid: i32) -> bool;
 }
 
 /// Which of stdin, stdout, stderr travel with a request (in that order).

@@ -1,57 +1,71 @@
-//! The zygote: a single-threaded helper process forked before the tokio runtime starts.
+//! The zygote: the single-threaded helper process that runs libcontainer for the shim.
 //!
 //! libcontainer clones from the calling process, runs allocating code in the child and
 //! `chdir`s the whole process; none of that is safe inside a multi-threaded tokio process.
-//! So the shim forks this helper first and sends it one request at a time over a
-//! `SOCK_SEQPACKET` socketpair: one JSON message per packet, stdio fds attached with
-//! `SCM_RIGHTS`. Every container is created with `as_sibling(true)`: its init and exec
-//! processes become children of the shim (the zygote's parent), whose reaper reports
-//! their exits. Large payloads (spec, process, seccomp plan) travel as files in the bundle.
+//! So the shim has this helper do it, one request at a time over a `SOCK_SEQPACKET`
+//! socketpair: one JSON message per packet, stdio fds attached with `SCM_RIGHTS`. Every
+//! container is created with `as_sibling(true)`: its init and exec processes become
+//! children of the shim (the zygote's parent), whose reaper reports their exits. Large
+//! payloads (spec, process, seccomp plan) travel as files in the bundle.
+//!
+//! The first zygote is forked before the shim's runtime starts; one the shim starts later
+//! (its zygote idled out, see [`super::handle`]) is this binary exec'd afresh with the
+//! [`ACTION`] action and the socket as fd 3 ([`run_exec`]).
 
 use std::io::{IoSlice, IoSliceMut};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::{Arc, Mutex};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use anyhow::{bail, Context};
-use async_trait::async_trait;
 use nix::sys::socket::{
-    recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags,
-    SockFlag, SockType,
+    getsockopt, recvmsg, sendmsg, socketpair, sockopt, AddressFamily, ControlMessage,
+    ControlMessageOwned, MsgFlags, SockFlag, SockType,
 };
 use serde::{Deserialize, Serialize};
 
 use super::container;
-use super::{Launcher, Request, StdioMask};
+use super::{Request, StdioMask};
 
 /// Largest message either side sends; payloads that could be larger go through files.
 const MAX_MESSAGE: usize = 64 * 1024;
+
+/// The shim's action for an exec'd zygote (never one containerd runs).
+pub const ACTION: &str = "zygote";
+
+/// Where an exec'd zygote finds its socket.
+pub const SOCKET_FD: RawFd = 3;
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Response {
     result: Result<Option<i32>, String>,
 }
 
-/// The shim's side of the zygote.
-pub struct Zygote {
-    /// Serializes request/response pairs; the zygote handles one at a time anyway.
-    sock: Arc<Mutex<OwnedFd>>,
-    pub pid: i32,
-}
+/// The zygote's answer to one request, or why there was none: the channel failed (the
+/// zygote is gone or unusable, a new one is needed).
+pub(super) type Answer = Result<Result<Option<i32>, String>, anyhow::Error>;
 
-/// Fork the zygote. Must be called while the process is still single-threaded.
-pub fn spawn(close_in_child: &[RawFd]) -> anyhow::Result<Zygote> {
-    let (parent, child) = socketpair(
+/// A socketpair for a zygote: (the shim's end, the zygote's end), both close-on-exec.
+pub(super) fn socketpair_for_zygote() -> anyhow::Result<(OwnedFd, OwnedFd)> {
+    socketpair(
         AddressFamily::Unix,
         SockType::SeqPacket,
         None,
         SockFlag::SOCK_CLOEXEC,
     )
-    .context("creating the zygote socketpair")?;
+    .context("creating the zygote socketpair")
+}
+
+/// Fork a zygote serving `child`; returns its pid. Must be called while the process is
+/// still single-threaded.
+pub(super) fn fork(
+    child: OwnedFd,
+    parent: &OwnedFd,
+    close_in_child: &[RawFd],
+) -> anyhow::Result<i32> {
     // SAFETY: the caller guarantees the process is single-threaded (main, before tokio
     // starts), so the child may run arbitrary code.
     match unsafe { nix::unistd::fork() }.context("forking the zygote")? {
         nix::unistd::ForkResult::Child => {
-            drop(parent);
+            let _ = nix::unistd::close(parent.as_raw_fd());
             for fd in close_in_child {
                 let _ = nix::unistd::close(*fd);
             }
@@ -69,46 +83,50 @@ pub fn spawn(close_in_child: &[RawFd]) -> anyhow::Result<Zygote> {
             };
             std::process::exit(code);
         }
-        nix::unistd::ForkResult::Parent { child: pid } => {
-            drop(child);
-            Ok(Zygote {
-                sock: Arc::new(Mutex::new(parent)),
-                pid: pid.as_raw(),
-            })
-        }
+        nix::unistd::ForkResult::Parent { child: pid } => Ok(pid.as_raw()),
     }
+}
+
+/// The [`ACTION`] action: serve the socket at fd 3 until the shim closes it. The shim's
+/// exit closes it too (an exec'd zygote has no parent-death signal: that would follow the
+/// shim thread that started it, which the blocking pool ends when idle).
+pub fn run_exec(debug: bool) -> anyhow::Result<()> {
+    // SAFETY: fd 3 is only borrowed here, to be checked before it is owned below.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(SOCKET_FD) };
+    check_socket(borrowed).with_context(|| {
+        format!("the {ACTION} action serves only the shim's socket at fd {SOCKET_FD}")
+    })?;
+    // SAFETY: fd 3 is the socket the shim passed, checked above; nothing else owns it.
+    let sock = unsafe { OwnedFd::from_raw_fd(SOCKET_FD) };
+    nix::fcntl::fcntl(
+        sock.as_raw_fd(),
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    )
+    .context("marking the zygote socket close-on-exec")?;
+    crate::memory::limit_arenas();
+    crate::logging::init_stderr(debug);
+    // SAFETY: prctl with integer arguments only.
+    unsafe { libc::prctl(libc::PR_SET_NAME, c"stockade-zygote".as_ptr()) };
+    serve(sock)
+}
+
+/// `fd` is a unix `SOCK_SEQPACKET` socket.
+fn check_socket(fd: BorrowedFd<'_>) -> anyhow::Result<()> {
+    let kind = getsockopt(&fd, sockopt::SockType).context("not a socket")?;
+    if kind != SockType::SeqPacket {
+        bail!("a {kind:?} socket, not a SOCK_SEQPACKET one");
+    }
+    Ok(())
 }
 
 /// Send one request with its fds and wait for the answer (blocking).
-fn exchange(sock: &Mutex<OwnedFd>, req: &Request, fds: &[OwnedFd]) -> anyhow::Result<Option<i32>> {
-    let sock = sock
-        .lock()
-        .map_err(|_| anyhow::anyhow!("zygote channel poisoned"))?;
+pub(super) fn exchange(sock: &OwnedFd, req: &Request, fds: &[OwnedFd]) -> Answer {
     let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
     send(sock.as_raw_fd(), req, &raw).context("sending to the zygote")?;
-    let (resp, _): (Response, _) = recv(sock.as_raw_fd())
+    let (resp, _): (Response, _) = recv(sock.as_fd().as_raw_fd())
         .context("reading the zygote's answer")?
         .ok_or_else(|| anyhow::anyhow!("the zygote exited"))?;
-    resp.result.map_err(anyhow::Error::msg)
-}
-
-#[async_trait]
-impl Launcher for Zygote {
-    /// Runs the blocking exchange on tokio's blocking pool.
-    async fn call(&self, req: Request, fds: Vec<OwnedFd>) -> anyhow::Result<Option<i32>> {
-        let sock = self.sock.clone();
-        tokio::task::spawn_blocking(move || {
-            let result = exchange(&sock, &req, &fds);
-            crate::memory::trim();
-            result
-        })
-        .await
-        .context("zygote request task")?
-    }
-
-    fn helper_pid(&self) -> Option<i32> {
-        Some(self.pid)
-    }
+    Ok(resp.result)
 }
 
 fn send<T: Serialize>(fd: RawFd, msg: &T, fds: &[RawFd]) -> anyhow::Result<()> {

@@ -105,12 +105,9 @@ impl TaskService {
 
     /// Called by the reaper for every child that exited.
     pub async fn on_exit(&self, pid: i32, code: i32) {
-        if self.inner.launcher.helper_pid() == Some(pid) {
-            tracing::error!(
-                pid,
-                code,
-                "the zygote exited: no new containers can be created"
-            );
+        if self.inner.launcher.helper_exited(pid) {
+            // Idled out, or died: the launcher starts another when needed.
+            tracing::debug!(pid, code, "the zygote exited");
             return;
         }
         let event = self

@@ -87,8 +87,8 @@ impl Launcher for FakeLauncher {
         Ok(matches!(op, "create" | "exec").then(|| self.next_pid.fetch_add(1, Ordering::SeqCst)))
     }
 
-    fn helper_pid(&self) -> Option<i32> {
-        Some(1)
+    fn helper_exited(&self, pid: i32) -> bool {
+        pid == 1
     }
 }
 
