@@ -229,9 +229,13 @@ fn cri_pod_containers_get_their_own_profiles() {
     let default = TestRuntime::stockade().expect("profiles/default.toml");
     let httpd = "mkdir -p /tmp/www && echo recorded page > /tmp/www/index.html && \
         printf 'GET /index.html HTTP/1.0\\r\\n\\r\\n' | httpd -i -h /tmp/www; echo httpd done";
+    // Each init stays a second after its work: a recorder behind on a busy node attributes
+    // a process by its cgroup only while it lives, and a container whose every process is
+    // gone by then would have no recording of its own at all.
+    let (script, httpd) = (format!("{SCRIPT}; sleep 1"), format!("{httpd}; sleep 1"));
     let workloads = [
-        ("script", SCRIPT, "script done"),
-        ("httpd", httpd, "httpd done"),
+        ("script", script.as_str(), "script done"),
+        ("httpd", httpd.as_str(), "httpd done"),
     ];
     // Runs both containers in a pod of `rt` and waits until each exited 0.
     let run_pod = |rt: &TestRuntime, name: &str, profiles: Option<&[String; 2]>| {
