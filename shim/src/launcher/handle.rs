@@ -13,7 +13,7 @@ use std::ffi::OsString;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, TryLockError};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -129,9 +129,12 @@ impl Zygote {
     }
 
     fn try_retire(&self) -> Idle {
-        // Locked: an exchange runs now, so not idle.
-        let Ok(mut slot) = self.slot.try_lock() else {
-            return Idle::Busy;
+        let mut slot = match self.slot.try_lock() {
+            Ok(slot) => slot,
+            // An exchange runs now: not idle.
+            Err(TryLockError::WouldBlock) => return Idle::Busy,
+            // A request panicked: every later one fails anyway, nothing to wake for.
+            Err(TryLockError::Poisoned(_)) => return Idle::Gone,
         };
         let Some(helper) = &slot.helper else {
             return Idle::Gone;
