@@ -13,7 +13,7 @@ use libfuzzer_sys::fuzz_target;
 use std::path::Path;
 use std::sync::LazyLock;
 use stockade_runtime::hardener::{
-    harden, CgroupDriver, HardenContext, HardenError, Hardened, Rule,
+    harden, CgroupDriver, HardenContext, HardenError, Hardened, Rule, V1Hierarchy,
 };
 use stockade_runtime::idrange::IdRange;
 use stockade_runtime::oci_spec::runtime::{LinuxNamespaceType, Spec};
@@ -55,6 +55,16 @@ fuzz_target!(|data: &[u8]| {
     let is_sandbox = case & 1 != 0;
     let permissive = case & 4 != 0;
     let profile = &PROFILES[usize::from(case & 2 != 0)][usize::from(permissive)];
+    let v1_node = || {
+        ["cpu,cpuacct", "memory", "systemd"]
+            .map(|dir| V1Hierarchy {
+                mount_point: std::path::Path::new("/sys/fs/cgroup").join(dir),
+                controllers: dir.split(',').map(str::to_string).collect(),
+                managed: dir != "systemd",
+                inherited: "/system.slice/containerd.service".into(),
+            })
+            .to_vec()
+    };
     let ctx = HardenContext {
         container_id: "c".into(),
         sandbox_id: "pod".into(),
@@ -67,6 +77,12 @@ fuzz_target!(|data: &[u8]| {
         pod_pids: vec![POD_PID],
         netns_path_is_host: case & 8 != 0,
         cgroup_driver: CgroupDriver::Cgroupfs,
+        // Half the cases on a cgroup v1 node: /sys/fs/cgroup becomes the hardener's view.
+        cgroup_v1: if case & 16 != 0 {
+            v1_node()
+        } else {
+            Vec::new()
+        },
         resolved_sources: Default::default(),
         writable_layer: Default::default(),
     };
