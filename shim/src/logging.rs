@@ -78,3 +78,15 @@ pub fn server_log() -> Option<OwnedFd> {
 pub fn init_stderr(debug: bool) {
     init(debug, std::io::stderr);
 }
+
+/// The zygote's log: its stderr (the server's log), through a copy of that fd. The
+/// processes libcontainer forks from the zygote put a container's stdio on 0-2 before they
+/// exec; logging to fd 2 there would write into the container's own stderr (an exec's
+/// output). The copy is close-on-exec, so no workload inherits it.
+pub fn init_zygote(debug: bool) {
+    use std::os::fd::AsFd;
+    match std::io::stderr().as_fd().try_clone_to_owned() {
+        Ok(fd) => init(debug, Mutex::new(std::fs::File::from(fd))),
+        Err(_) => init(debug, std::io::stderr),
+    }
+}

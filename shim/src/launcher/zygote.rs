@@ -104,7 +104,7 @@ pub fn run_exec(debug: bool) -> anyhow::Result<()> {
     )
     .context("marking the zygote socket close-on-exec")?;
     crate::memory::limit_arenas();
-    crate::logging::init_stderr(debug);
+    crate::logging::init_zygote(debug);
     // SAFETY: prctl with integer arguments only.
     unsafe { libc::prctl(libc::PR_SET_NAME, c"stockade-zygote".as_ptr()) };
     serve(sock)
