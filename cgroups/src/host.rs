@@ -80,7 +80,7 @@ impl Host {
                 &host.root,
                 &infos,
                 &own,
-                &v1_hierarchy::managed_mounts(),
+                &v1_hierarchy::managed_mounts(&infos),
             );
         }
         Ok(host)

@@ -54,7 +54,7 @@ pub(crate) fn hierarchies(
         if mount_point.parent() != Some(root) {
             continue;
         }
-        let controllers: Vec<String> = info
+        let mut controllers: Vec<String> = info
             .super_options
             .iter()
             .filter_map(|(key, value)| match (key.as_str(), value) {
@@ -71,7 +71,6 @@ pub(crate) fn hierarchies(
             .find(|c| c.controllers.iter().any(|own| controllers.contains(own)))
             .map(|c| c.pathname.clone())
             .unwrap_or_else(|| "/".into());
-        let mut controllers = controllers;
         controllers.sort();
         out.push(V1Hierarchy {
             managed: managed_mounts.contains(&mount_point),
@@ -85,12 +84,19 @@ pub(crate) fn hierarchies(
     out
 }
 
-/// The mount points libcgroups' v1 manager puts a container's tasks in: one per
-/// controller it knows (its own lookup, so the view matches what it does).
-pub(crate) fn managed_mounts() -> Vec<PathBuf> {
-    MANAGED
-        .iter()
-        .filter_map(|c| libcgroups::v1::util::get_subsystem_mount_point(c).ok())
+/// The mount points libcgroups' v1 manager puts a container's tasks in: those holding a
+/// controller it knows. Taken from the mountinfo already read (libcgroups' own lookup
+/// rereads the node's whole mount table once per controller, on every shim's start).
+pub(crate) fn managed_mounts(infos: &MountInfos) -> Vec<PathBuf> {
+    infos
+        .into_iter()
+        .filter(|info| info.fs_type == "cgroup")
+        .filter(|info| {
+            MANAGED
+                .iter()
+                .any(|c| info.super_options.contains_key(&c.to_string()))
+        })
+        .map(|info| unescape_mountinfo(&info.mount_point))
         .collect()
 }
 
@@ -139,10 +145,7 @@ mod tests {
     fn lists_the_v1_hierarchies_under_the_root_with_their_inherited_cgroups() {
         let infos = MountInfos::from_buf_read(MOUNTINFO.as_bytes()).unwrap();
         let own = parse_process_cgroups(OWN).unwrap();
-        let managed = vec![
-            PathBuf::from("/sys/fs/cgroup/cpu,cpuacct"),
-            PathBuf::from("/sys/fs/cgroup/memory"),
-        ];
+        let managed = managed_mounts(&infos);
         let found = hierarchies(Path::new("/sys/fs/cgroup"), &infos, &own, &managed);
         let summary: Vec<(Option<&str>, Vec<&str>, bool, &str)> = found
             .iter()
