@@ -267,17 +267,24 @@ fn workload_goals(sec: &Section, cands: &[String], out: &mut Vec<GoalCheck>) {
 
 fn scale_goals(sec: &Section, cands: &[String], out: &mut Vec<GoalCheck>) {
     let levels = crate::scale::levels_of(sec);
-    let (Some(first), Some(last)) = (levels.first(), levels.last()) else {
-        for r in cands {
-            out.push(GoalCheck {
-                goal: format!("start latency with the most pods ≤ {SCALE_MAX}× an empty node"),
-                figure: sec.title.clone(),
-                runtime: r.clone(),
-                value: "—".into(),
-                verdict: Verdict::NotMeasured(why_missing(sec, r)),
-            });
+    let (first, last) = match (levels.first(), levels.last()) {
+        (Some(first), Some(last)) if first < last => (first, last),
+        _ => {
+            for r in cands {
+                out.push(GoalCheck {
+                    goal: format!("start latency with the most pods ≤ {SCALE_MAX}× an empty node"),
+                    figure: sec.title.clone(),
+                    runtime: r.clone(),
+                    value: "—".into(),
+                    verdict: Verdict::NotMeasured(if levels.len() == 1 {
+                        "one level only: nothing to compare it with".into()
+                    } else {
+                        why_missing(sec, r)
+                    }),
+                });
+            }
+            return;
         }
-        return;
     };
     for r in cands {
         let at = |n: usize| summary(sec, r, &crate::scale::start_metric(n)).map(|s| s.p50);
@@ -399,6 +406,19 @@ mod tests {
             .into_iter()
             .map(|g| g.verdict)
             .collect()
+    }
+
+    #[test]
+    fn scale_goal_needs_two_levels() {
+        let mut s = Section::new("scale", "S", "");
+        for _ in 0..5 {
+            s.push("stockade", &crate::scale::start_metric(250), "ms", 100.0);
+        }
+        assert!(matches!(verdicts(&s)[..], [Verdict::NotMeasured(_)]));
+        for _ in 0..5 {
+            s.push("stockade", &crate::scale::start_metric(0), "ms", 90.0);
+        }
+        assert_eq!(verdicts(&s), vec![Verdict::Met]);
     }
 
     #[test]

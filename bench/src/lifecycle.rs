@@ -156,7 +156,7 @@ pub fn serial(c: &Containerd, rts: &[Rt], n: usize, ran: &mut Vec<Ran>) -> Resul
                     for (kind, id) in [("sandbox", &cycle.pod_id), ("app", &cycle.container_id)] {
                         ran.push(Ran {
                             runtime: rt.label.clone(),
-                            kind,
+                            kind: kind.to_string(),
                             id: id.clone(),
                         });
                     }

@@ -110,6 +110,7 @@ const SECTION_ORDER: &[&str] = &[
     "flame",
     "scale",
     "memory",
+    "shim_phases_scale",
     "idrange",
     "workload",
     "rootfs_library",
@@ -284,8 +285,9 @@ fn containerd_sections(run: &mut Run, c: &Containerd, rts: &[Rt], st: &Settings)
     }
     if st.runs("scale") {
         let mut memory = None;
+        let mut ran = Vec::new();
         run.section("scale", "Start latency as the node fills up", || {
-            let (sec, mem) = scale::run(c, rts, &st.scale_levels, st.scale_samples)?;
+            let (sec, mem) = scale::run(c, rts, &st.scale_levels, st.scale_samples, &mut ran)?;
             memory = Some(mem);
             Ok(sec)
         });
@@ -293,6 +295,15 @@ fn containerd_sections(run: &mut Run, c: &Containerd, rts: &[Rt], st: &Settings)
             Some(m) => run.sections.push(m),
             None => run.skip("memory", "Shim memory", "the scale section did not finish"),
         }
+        run.section(
+            "shim_phases_scale",
+            "Where Create and Start go inside the shim as the node fills up",
+            || {
+                let log = std::fs::read_to_string(&c.log_path)
+                    .with_context(|| format!("reading {}", c.log_path.display()))?;
+                Ok(phases::scale_section(&log, &ran))
+            },
+        );
     }
     if st.runs("workload") {
         run.section("workload", "Workload overhead inside the container", || {

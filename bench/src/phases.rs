@@ -129,22 +129,48 @@ pub fn collect(log: &str) -> BTreeMap<String, BTreeMap<String, f64>> {
 #[derive(Debug, Clone)]
 pub struct Ran {
     pub runtime: String,
-    /// "sandbox" (the pod's pause container) or "app".
-    pub kind: &'static str,
+    /// "sandbox" (the pod's pause container) or "app", with the scale level if any
+    /// ("app 250 pods").
+    pub kind: String,
     pub id: String,
 }
 
-/// The section: one sample per container and phase, metric `<kind> <span>`, plus
-/// `<kind> create+start` when both whole-call spans are there.
+/// The serial lifecycle's breakdown: one sample per container and phase, metric
+/// `<kind> <span>`, plus `<kind> create+start` when both whole-call spans are there.
 pub fn section(log: &str, ran: &[Ran]) -> Section {
-    let mut sec = Section::new(
+    breakdown(
         "shim_phases",
         "Where Create and Start go inside the shim",
-        "Durations of the shim's tracing spans named `create`, `start`, `create.*` and \
-         `start.*`, read from the span-close lines the shim writes to its log (copied into \
-         containerd's log; format in bench/src/phases.rs), summed per container and phase, \
-         for the containers of the serial CRI lifecycle section. `create+start` is the whole \
-         Create call plus the whole Start call of one container.",
+        "the containers of the serial CRI lifecycle section",
+        log,
+        ran,
+    )
+}
+
+/// The same breakdown for the scale section's timed cycles, per level: where the growth
+/// with the pod count lands inside the shim.
+pub fn scale_section(log: &str, ran: &[Ran]) -> Section {
+    breakdown(
+        "shim_phases_scale",
+        "Where Create and Start go inside the shim as the node fills up",
+        "the timed cycles of the scale section (kind followed by the number of pods \
+         running)",
+        log,
+        ran,
+    )
+}
+
+fn breakdown(id: &str, title: &str, which: &str, log: &str, ran: &[Ran]) -> Section {
+    let mut sec = Section::new(
+        id,
+        title,
+        &format!(
+            "Durations of the shim's tracing spans named `create`, `start`, `create.*` and \
+             `start.*`, read from the span-close lines the shim writes to its log (copied \
+             into containerd's log; format in bench/src/phases.rs), summed per container \
+             and phase, for {which}. `create+start` is the whole Create call plus the whole \
+             Start call of one container."
+        ),
     );
     sec.baseline = String::new();
     let spans = collect(log);
@@ -204,7 +230,7 @@ pub fn figure(sec: &Section) -> Option<crate::report::Figure> {
             .then(m(&b.2).total_cmp(&m(&a.2)))
     });
     Some((
-        "shim_phases.svg".into(),
+        format!("{}.svg", sec.id),
         svg::bars(&sec.title, "ms", &rows, None),
     ))
 }
@@ -299,12 +325,12 @@ t DEBUG create{container=other}: close time.busy=9.00ms time.idle=0.00ns";
         let ran = [
             Ran {
                 runtime: "stockade".into(),
-                kind: "sandbox",
+                kind: "sandbox".into(),
                 id: "s".into(),
             },
             Ran {
                 runtime: "stockade".into(),
-                kind: "app",
+                kind: "app".into(),
                 id: "a".into(),
             },
         ];

@@ -205,7 +205,7 @@ fn figures(sec: &Section, known: &[String]) -> Vec<Figure> {
     }
     match sec.id.as_str() {
         "scale" => out.extend(scale::figures(sec)),
-        "shim_phases" => out.extend(phases::figure(sec)),
+        "shim_phases" | "shim_phases_scale" => out.extend(phases::figure(sec)),
         "flame" => out.extend(flame::figures(sec)),
         _ => {}
     }

@@ -5,6 +5,7 @@
 use crate::lifecycle::{discard_pod, pod_cycle, wait_state, SLEEP_CMD};
 use crate::memory::{self, mem_available_kb};
 use crate::model::Section;
+use crate::phases::Ran;
 use crate::report::Figure;
 use crate::runtimes::{active_runtimes, Rt};
 use crate::stats::summarize;
@@ -70,6 +71,7 @@ pub fn run(
     rts: &[Rt],
     levels: &[usize],
     samples: usize,
+    ran: &mut Vec<Ran>,
 ) -> Result<(Section, Section)> {
     let mut levels = levels.to_vec();
     levels.sort_unstable();
@@ -119,7 +121,7 @@ pub fn run(
         pb.set_message(rt.label.clone());
         let mut pods = Vec::new();
         let r = one_runtime(
-            c, &cri, rt, &levels, samples, &mut pods, &mut sec, &mut mem, &pb,
+            c, &cri, rt, &levels, samples, &mut pods, &mut sec, &mut mem, &pb, ran,
         );
         let t = std::time::Instant::now();
         for pod in &pods {
@@ -151,6 +153,7 @@ fn one_runtime(
     sec: &mut Section,
     mem: &mut Section,
     pb: &ProgressBar,
+    ran: &mut Vec<Ran>,
 ) -> Result<()> {
     // Shims of earlier sections' pods may take a moment to exit.
     let _ = stockade_integration::exec::wait_for(
@@ -198,6 +201,13 @@ fn one_runtime(
             check_stop()?;
             let cycle = pod_cycle(cri, rt, &format!("bench-scale-{}-{level}-{i}", rt.label))?;
             sec.push(&rt.label, &start_metric(level), "ms", cycle.start_total);
+            for (kind, id) in [("sandbox", &cycle.pod_id), ("app", &cycle.container_id)] {
+                ran.push(Ran {
+                    runtime: rt.label.clone(),
+                    kind: format!("{kind} {level} pods"),
+                    id: id.clone(),
+                });
+            }
             pb.inc(1);
         }
     }
