@@ -68,11 +68,12 @@ impl Host {
         let mut host = Host::detect_at(Path::new(DEFAULT_CGROUP_ROOT))?;
         host.systemd = libcgroups::systemd::booted();
         if host.hierarchy != Hierarchy::Unified {
-            let infos = procfs::process::Process::myself()
-                .and_then(|p| p.mountinfo())
-                .map_err(|e| CgroupError::Detect {
+            let infos = std::fs::read_to_string("/proc/self/mountinfo")
+                .map_err(|e| e.to_string())
+                .and_then(|table| cgroup_mounts(&table).map_err(|e| e.to_string()))
+                .map_err(|detail| CgroupError::Detect {
                     root: host.root.clone(),
-                    detail: format!("reading /proc/self/mountinfo: {e}"),
+                    detail: format!("reading /proc/self/mountinfo: {detail}"),
                 })?;
             host.v1_mounts = v1_mounts(&infos);
             let own = crate::proc::process_cgroups(std::process::id() as i32)?;
@@ -209,6 +210,23 @@ fn v1_mounts(infos: &procfs::process::MountInfos) -> HashMap<String, PathBuf> {
     mounts
 }
 
+/// The cgroup and cgroup2 mounts of a mountinfo table. Only their lines are parsed: the
+/// table holds every mount of the node (a thousand lines with 250 pods), and this runs on
+/// every shim's start, on the path of RunPodSandbox.
+fn cgroup_mounts(table: &str) -> procfs::ProcResult<procfs::process::MountInfos> {
+    let mounts = table
+        .lines()
+        .filter(|line| {
+            // The filesystem type is the first field after the " - " separator.
+            line.split_once(" - ")
+                .and_then(|(_, tail)| tail.split(' ').next())
+                .is_some_and(|fs| fs == "cgroup" || fs == "cgroup2")
+        })
+        .map(procfs::process::MountInfo::from_line)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(procfs::process::MountInfos(mounts))
+}
+
 /// mountinfo escapes space, tab, newline and backslash as `\ooo`; procfs keeps them.
 pub(crate) fn unescape_mountinfo(path: &Path) -> PathBuf {
     use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -250,6 +268,24 @@ pub(crate) mod tests {
 
     fn path(p: &str) -> CgroupsPath {
         CgroupsPath::parse(p).unwrap()
+    }
+
+    #[test]
+    fn only_cgroup_lines_are_read_and_a_broken_one_is_an_error() {
+        let table = format!(
+            "{MOUNTINFO}50 31 0:40 / /run/x rw - overlay overlay rw,lowerdir=a\n\
+             51 31 0:41 / /mnt/cgroup\\040look rw - tmpfs cgroup rw\n"
+        );
+        let infos = cgroup_mounts(&table).unwrap();
+        let points: Vec<_> = infos.iter().map(|m| m.mount_point.clone()).collect();
+        assert_eq!(points.len(), 5, "{points:?}");
+        assert!(infos
+            .iter()
+            .all(|m| m.fs_type == "cgroup" || m.fs_type == "cgroup2"));
+        // Same answers as from the whole table.
+        let whole = procfs::process::MountInfos::from_buf_read(table.as_bytes()).unwrap();
+        assert_eq!(v1_mounts(&infos), v1_mounts(&whole));
+        assert!(cgroup_mounts("32 31 0:29 / - cgroup cgroup rw,cpu\n").is_err());
     }
 
     #[test]
