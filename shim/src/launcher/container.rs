@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context};
 use libcontainer::capabilities::drop_privileges;
+use libcontainer::config::YoukiConfig;
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::container::Container;
 use libcontainer::error::LibcontainerError;
@@ -28,6 +29,7 @@ use stockade_runtime::oci_spec::runtime::{
 use stockade_runtime::rootfs;
 use stockade_runtime::seccomp::{self, CompiledFilter};
 
+use super::lean_ns;
 use super::RootfsMount;
 
 /// The seccomp filters of one container, in install order (the profile's default, then
@@ -237,18 +239,34 @@ pub fn create(
     sysctls: &BTreeMap<String, String>,
 ) -> anyhow::Result<i32> {
     std::fs::create_dir_all(root).with_context(|| format!("creating {}", root.display()))?;
+    let spec = stockade_runtime::spec::load(&bundle.join("config.json"))?;
+    let needed = lean_ns::needed_paths(&spec, bundle, root, netns, console_socket.as_deref());
     let b = builder(id, root, console_socket, load_executor(seccomp)?, stdio)?;
     if netns.is_none() && !sysctls.is_empty() {
         return Err(anyhow!(
             "container {id}: pod sysctls without a pod network namespace"
         ));
     }
-    in_netns(netns, move || {
-        for (name, value) in sysctls {
-            write_sysctl(name, value)?;
-        }
-        create_in(b, id, bundle)
-    })
+    let create = move || {
+        in_netns(netns, move || {
+            for (name, value) in sysctls {
+                write_sysctl(name, value)?;
+            }
+            create_in(b, id, bundle)
+        })
+    };
+    let pid = match needed {
+        Some(needed) => lean_ns::run_in("create", &needed, create),
+        None => create(),
+    }?;
+    // libcontainer returns once the init reported ready, i.e. after it bound the staged
+    // volumes into its rootfs and pivoted into it: its mount namespace holds its own
+    // mounts of them now. Kept in the node's namespace, a staged clone of a source with
+    // submounts would keep those directories busy on the host for the container's life
+    // (rmdir: EBUSY once the host unmounted them), and every staged mount lengthens the
+    // node's mount table, which every mountinfo read walks.
+    crate::binds::unstage(bundle);
+    Ok(pid)
 }
 
 /// Write a sysctl of the current network namespace (`/proc/sys/net` is the opener's).
@@ -283,13 +301,6 @@ fn create_in(b: ContainerBuilder, id: &str, bundle: &Path) -> anyhow::Result<i32
     let pid = container
         .pid()
         .ok_or_else(|| anyhow!("container {id} has no init pid"))?;
-    // libcontainer returns once the init reported ready, i.e. after it bound the staged
-    // volumes into its rootfs and pivoted into it: its mount namespace holds its own
-    // mounts of them now. Kept in the shim's (the host's) namespace, a staged clone of a
-    // source with submounts would keep those directories busy on the host for the
-    // container's life (rmdir: EBUSY once the host unmounted them), and every staged
-    // mount lengthens the node's mount table, which every mountinfo read walks.
-    crate::binds::unstage(bundle);
     Ok(pid.as_raw())
 }
 
@@ -324,9 +335,11 @@ pub fn exec(
     seccomp: &Path,
     stdio: [Option<OwnedFd>; 3],
 ) -> anyhow::Result<i32> {
-    let init = load(id, root)?
+    let container = load(id, root)?;
+    let init = container
         .pid()
         .ok_or_else(|| anyhow!("container {id} has no init process"))?;
+    let bundle = container.bundle().to_path_buf();
     let netns = PathBuf::from(format!("/proc/{init}/ns/net"));
 
     let text = std::fs::read(process).with_context(|| format!("reading {}", process.display()))?;
@@ -356,22 +369,29 @@ pub fn exec(
         process.to_path_buf()
     };
     let process = process.as_path();
+    let mut extra = vec![bundle.as_path(), process];
+    extra.extend(console_socket.as_deref());
+    let needed = lean_ns::for_container(root, &extra);
     let b = builder(id, root, console_socket, executor, stdio)?;
-    let pid = in_netns(Some(&netns), move || {
-        b.as_tenant()
-            .with_process(Some(process))
-            .with_detach(true)
-            .as_sibling(true)
-            .build()
-            .map_err(lc)
-            .with_context(|| format!("exec in container {id}"))
+    let pid = lean_ns::run_in("exec", &needed, move || {
+        in_netns(Some(&netns), move || {
+            b.as_tenant()
+                .with_process(Some(process))
+                .with_detach(true)
+                .as_sibling(true)
+                .build()
+                .map_err(lc)
+                .with_context(|| format!("exec in container {id}"))
+        })
     })?;
     Ok(pid.as_raw())
 }
 
 pub fn kill(id: &str, root: &Path, signal: i32, all: bool) -> anyhow::Result<()> {
     let signal = Signal::try_from(signal).map_err(|e| anyhow!("signal {signal}: {e}"))?;
-    load(id, root)?.kill(signal, all).map_err(lc)
+    lean_ns::run_in("kill", &lean_ns::for_container(root, &[]), || {
+        load(id, root)?.kill(signal, all).map_err(lc)
+    })
 }
 
 /// Delete the container's libcontainer state and cgroup; a container already gone is
@@ -380,15 +400,27 @@ pub fn delete(id: &str, root: &Path, force: bool) -> anyhow::Result<()> {
     if !root.join(id).exists() {
         return Ok(());
     }
-    load(id, root)?.delete(force).map_err(lc)
+    let delete = || load(id, root)?.delete(force).map_err(lc);
+    // Poststop hooks run programs of the node: only a container known to have none is
+    // deleted in a namespace of its own.
+    match YoukiConfig::load(root.join(id)) {
+        Ok(config) if config.hooks.is_none() => {
+            lean_ns::run_in("delete", &lean_ns::for_container(root, &[]), delete)
+        }
+        _ => delete(),
+    }
 }
 
 pub fn pause(id: &str, root: &Path) -> anyhow::Result<()> {
-    load(id, root)?.pause().map_err(lc)
+    lean_ns::run_in("pause", &lean_ns::for_container(root, &[]), || {
+        load(id, root)?.pause().map_err(lc)
+    })
 }
 
 pub fn resume(id: &str, root: &Path) -> anyhow::Result<()> {
-    load(id, root)?.resume().map_err(lc)
+    lean_ns::run_in("resume", &lean_ns::for_container(root, &[]), || {
+        load(id, root)?.resume().map_err(lc)
+    })
 }
 
 /// The pod's user namespace (`userns`, a sandbox's `/proc/PID/ns/user`), or for a sandbox

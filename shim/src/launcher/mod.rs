@@ -7,6 +7,7 @@
 
 pub mod container;
 pub mod handle;
+pub mod lean_ns;
 pub mod zygote;
 
 use std::collections::BTreeMap;
