@@ -178,9 +178,14 @@ fn mount_facts(majmin: &str) -> MountFacts {
     }) {
         return facts;
     }
-    let mount = std::fs::read_to_string("/proc/self/mountinfo")
-        .ok()
-        .and_then(|table| first_mount_of(&table, majmin));
+    // Read line by line up to the mount: the kernel prints the table as it is read, and
+    // the device of the containers' layers is mounted long before the pods' overlays.
+    let mount = File::open("/proc/self/mountinfo").ok().and_then(|f| {
+        std::io::BufRead::lines(std::io::BufReader::new(f))
+            .map_while(Result::ok)
+            .find(|line| line.split(' ').nth(2) == Some(majmin))
+            .and_then(|line| first_mount_of(&line, majmin))
+    });
     let facts = (
         mount.as_ref().and_then(|m| m.mount_source.clone()),
         mount.is_some_and(|m| {
