@@ -110,7 +110,9 @@ impl TaskService {
                 )));
             }
             (Some(mapping), _) => mapping,
-            (None, _) => match self.inner.host.id_range(&d.pod, d.profile.userns) {
+            (None, _) => match tracing::debug_span!("create.id_range")
+                .in_scope(|| self.inner.host.id_range(&d.pod, d.profile.userns))
+            {
                 Ok(range) => range,
                 Err(e) => {
                     self.run_undo(undo).await;
@@ -124,6 +126,9 @@ impl TaskService {
                 pool: d.profile.userns,
             });
         }
+        // The node's facts: the first Create of a shim reads its cgroup mounts and the
+        // layers' filesystem here.
+        let facts = tracing::debug_span!("create.node_facts").entered();
         let ctx = HardenContext {
             container_id: id.clone(),
             sandbox_id: d.pod.sandbox_id.clone(),
@@ -138,6 +143,7 @@ impl TaskService {
             resolved_sources: d.resolved_sources.clone(),
             writable_layer: quota::writable_layer(&req),
         };
+        drop(facts);
         let outcome = tracing::debug_span!("create.harden")
             .in_scope(|| hardener::harden(d.spec.clone(), &d.profile, &ctx));
         audit::record(
