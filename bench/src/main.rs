@@ -239,6 +239,12 @@ fn import_images(c: &Containerd, settings: &Settings) -> Result<()> {
     Ok(())
 }
 
+/// containerd's log so far, with the shims' lines it copied (the shim-phase sections).
+fn containerd_log(c: &Containerd) -> Result<String> {
+    std::fs::read_to_string(&c.log_path)
+        .with_context(|| format!("reading {}", c.log_path.display()))
+}
+
 fn containerd_sections(run: &mut Run, c: &Containerd, rts: &[Rt], st: &Settings) {
     let needs_images = st.runs("workload") || st.runs("rootfs");
     let images = if needs_images {
@@ -258,11 +264,7 @@ fn containerd_sections(run: &mut Run, c: &Containerd, rts: &[Rt], st: &Settings)
         run.section(
             "shim_phases",
             "Where Create and Start go inside the shim",
-            || {
-                let log = std::fs::read_to_string(&c.log_path)
-                    .with_context(|| format!("reading {}", c.log_path.display()))?;
-                Ok(phases::section(&log, &ran))
-            },
+            || Ok(phases::section(&containerd_log(c)?, &ran)),
         );
     }
     if st.runs("parallel") {
@@ -298,11 +300,7 @@ fn containerd_sections(run: &mut Run, c: &Containerd, rts: &[Rt], st: &Settings)
         run.section(
             "shim_phases_scale",
             "Where Create and Start go inside the shim as the node fills up",
-            || {
-                let log = std::fs::read_to_string(&c.log_path)
-                    .with_context(|| format!("reading {}", c.log_path.display()))?;
-                Ok(phases::scale_section(&log, &ran))
-            },
+            || Ok(phases::scale_section(&containerd_log(c)?, &ran)),
         );
     }
     if st.runs("workload") {
