@@ -241,6 +241,7 @@ pub fn create(
     std::fs::create_dir_all(root).with_context(|| format!("creating {}", root.display()))?;
     let spec = stockade_runtime::spec::load(&bundle.join("config.json"))?;
     let needed = lean_ns::needed_paths(&spec, bundle, root, netns, console_socket.as_deref());
+    let spec = &spec;
     let b = builder(id, root, console_socket, load_executor(seccomp)?, stdio)?;
     if netns.is_none() && !sysctls.is_empty() {
         return Err(anyhow!(
@@ -252,7 +253,7 @@ pub fn create(
             for (name, value) in sysctls {
                 write_sysctl(name, value)?;
             }
-            create_in(b, id, bundle)
+            create_in(b, id, bundle, spec)
         })
     };
     let pid = match needed {
@@ -283,7 +284,7 @@ fn write_sysctl(name: &str, value: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn create_in(b: ContainerBuilder, id: &str, bundle: &Path) -> anyhow::Result<i32> {
+fn create_in(b: ContainerBuilder, id: &str, bundle: &Path, spec: &Spec) -> anyhow::Result<i32> {
     let mut container = b
         .as_init(bundle)
         .with_systemd(true)
@@ -294,7 +295,7 @@ fn create_in(b: ContainerBuilder, id: &str, bundle: &Path) -> anyhow::Result<i32
         .with_context(|| format!("creating container {id}"))?;
     // libcgroups' systemd manager applies no device rules: put them on the scope now,
     // before the container starts.
-    if let Err(e) = enforce_devices(bundle) {
+    if let Err(e) = enforce_devices(spec) {
         let _ = container.delete(true);
         return Err(e.context(format!("creating container {id}")));
     }
@@ -304,8 +305,8 @@ fn create_in(b: ContainerBuilder, id: &str, bundle: &Path) -> anyhow::Result<i32
     Ok(pid.as_raw())
 }
 
-fn enforce_devices(bundle: &Path) -> anyhow::Result<()> {
-    let spec = stockade_runtime::spec::load(&bundle.join("config.json"))?;
+/// `spec`: the bundle's config.json, as read once by [`create`].
+fn enforce_devices(spec: &Spec) -> anyhow::Result<()> {
     let Some(linux) = spec.linux() else {
         return Ok(());
     };

@@ -48,8 +48,7 @@ pub fn needed_paths(
     if spec.hooks().is_some() {
         return None;
     }
-    let mut paths: Vec<PathBuf> = ALWAYS.iter().map(PathBuf::from).collect();
-    paths.extend([bundle.to_path_buf(), root.to_path_buf()]);
+    let mut paths = vec![bundle.to_path_buf()];
     paths.extend(netns.map(Path::to_path_buf));
     paths.extend(console_socket.map(Path::to_path_buf));
     if let Some(r) = spec.root() {
@@ -75,7 +74,8 @@ pub fn needed_paths(
     {
         return None;
     }
-    Some(outermost(paths))
+    let extra: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
+    Some(for_container(root, &extra))
 }
 
 /// Sorted, without duplicates and without any path under another one of them.
@@ -93,9 +93,10 @@ fn outermost(mut paths: Vec<PathBuf>) -> Vec<PathBuf> {
     out
 }
 
-/// What loading and changing an existing container touches: its state under `root`, its
-/// cgroups, /proc, and `extra` (for an exec: the bundle, the process file, the console
-/// socket).
+/// What every call touches ([`ALWAYS`] and libcontainer's state under `root`) plus
+/// `extra`, outermost only: for an existing container nothing else but, for an exec, the
+/// bundle, the process file and the console socket; for a create, what [`needed_paths`]
+/// lists.
 pub fn for_container(root: &Path, extra: &[&Path]) -> Vec<PathBuf> {
     let mut paths: Vec<PathBuf> = ALWAYS.iter().map(PathBuf::from).collect();
     paths.push(root.to_path_buf());
