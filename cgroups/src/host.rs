@@ -68,13 +68,12 @@ impl Host {
         let mut host = Host::detect_at(Path::new(DEFAULT_CGROUP_ROOT))?;
         host.systemd = libcgroups::systemd::booted();
         if host.hierarchy != Hierarchy::Unified {
-            let infos = std::fs::read_to_string("/proc/self/mountinfo")
-                .map_err(|e| e.to_string())
-                .and_then(|table| cgroup_mounts(&table).map_err(|e| e.to_string()))
-                .map_err(|detail| CgroupError::Detect {
-                    root: host.root.clone(),
-                    detail: format!("reading /proc/self/mountinfo: {detail}"),
-                })?;
+            let failed = |e: &dyn std::fmt::Display| CgroupError::Detect {
+                root: host.root.clone(),
+                detail: format!("reading /proc/self/mountinfo: {e}"),
+            };
+            let table = std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| failed(&e))?;
+            let infos = cgroup_mounts(&table).map_err(|e| failed(&e))?;
             host.v1_mounts = v1_mounts(&infos);
             let own = crate::proc::process_cgroups(std::process::id() as i32)?;
             host.v1_hierarchies = v1_hierarchy::hierarchies(

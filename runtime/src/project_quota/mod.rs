@@ -181,10 +181,10 @@ fn mount_facts(majmin: &str) -> MountFacts {
     // Read line by line up to the mount: the kernel prints the table as it is read, and
     // the device of the containers' layers is mounted long before the pods' overlays.
     let mount = File::open("/proc/self/mountinfo").ok().and_then(|f| {
-        std::io::BufRead::lines(std::io::BufReader::new(f))
-            .map_while(Result::ok)
-            .find(|line| line.split(' ').nth(2) == Some(majmin))
-            .and_then(|line| first_mount_of(&line, majmin))
+        first_mount_of(
+            std::io::BufRead::lines(std::io::BufReader::new(f)).map_while(Result::ok),
+            majmin,
+        )
     });
     let facts = (
         mount.as_ref().and_then(|m| m.mount_source.clone()),
@@ -200,14 +200,17 @@ fn mount_facts(majmin: &str) -> MountFacts {
     facts
 }
 
-/// The first mount of device `majmin` in a mountinfo table. Only that line is parsed: the
-/// table holds every mount of the node (thousands with many pods), and this runs for
-/// every Create.
-fn first_mount_of(table: &str, majmin: &str) -> Option<procfs::process::MountInfo> {
+/// The first mount of device `majmin` in the lines of a mountinfo table, read no further
+/// than that line and parsing only it: the table holds every mount of the node
+/// (thousands with many pods).
+fn first_mount_of<L: AsRef<str>>(
+    table: impl IntoIterator<Item = L>,
+    majmin: &str,
+) -> Option<procfs::process::MountInfo> {
     table
-        .lines()
-        .find(|line| line.split(' ').nth(2) == Some(majmin))
-        .and_then(|line| procfs::process::MountInfo::from_line(line).ok())
+        .into_iter()
+        .find(|line| line.as_ref().split(' ').nth(2) == Some(majmin))
+        .and_then(|line| procfs::process::MountInfo::from_line(line.as_ref()).ok())
 }
 
 /// Claim a project ID (from `table`), record it in `bundle`, set its limits and give it to

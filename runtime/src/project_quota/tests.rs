@@ -86,11 +86,11 @@ fn the_first_mount_of_a_device_is_found_without_parsing_the_others() {
 28 27 254:0 /srv /srv rw - ext4 /dev/vda rw,prjquota
 not a mountinfo line at all
 ";
-    let m = first_mount_of(table, "254:0").expect("the root mount");
+    let m = first_mount_of(table.lines(), "254:0").expect("the root mount");
     assert_eq!(m.mount_point, Path::new("/"));
     assert_eq!(m.mount_source.as_deref(), Some("/dev/vda"));
     assert!(!m.super_options.contains_key("prjquota"));
-    assert!(first_mount_of(table, "8:1").is_none());
+    assert!(first_mount_of(table.lines(), "8:1").is_none());
     // A malformed line of the device itself gives no facts rather than wrong ones.
-    assert!(first_mount_of("1 2 8:1 broken\n", "8:1").is_none());
+    assert!(first_mount_of("1 2 8:1 broken\n".lines(), "8:1").is_none());
 }

@@ -167,6 +167,7 @@ impl TaskService {
     /// returns with the workload running and hardened.
     async fn await_exec(&self, pid: i32) {
         let host = std::sync::Arc::clone(&self.inner.host);
+        // Often done already: then no thread is needed.
         if host.left_shim_binary(pid) {
             return;
         }
