@@ -433,7 +433,10 @@ mod tests {
         let out = dir.path().join("out");
         // Not CLOEXEC, like a lock fd the shim inherited: the workload must not see it.
         let leak = std::fs::File::open("/dev/null").unwrap();
-        let leak_fd = nix::unistd::dup(leak.as_raw_fd()).unwrap();
+        // High, so it cannot be the fd `ls` opens /proc/self/fd with (the lowest free one,
+        // 3 in the workload): a low number would make that fd look leaked.
+        let leak_fd =
+            nix::fcntl::fcntl(leak.as_raw_fd(), nix::fcntl::FcntlArg::F_DUPFD(100)).unwrap();
         let [i, o, e] = open_stdio("", &format!("file://{}", out.display()), "")
             .await
             .unwrap();
