@@ -23,6 +23,8 @@ use crate::launcher::StdioMask;
 
 /// How long to wait for containerd to open its end of a fifo.
 const FIFO_OPEN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a TTY's last output may wait in the fifo for the client to read it.
+const READ_TIMEOUT: Duration = Duration::from_millis(1500);
 #[derive(Debug, Clone, Default)]
 pub struct StdioPaths {
     pub stdin: String,
@@ -221,7 +223,9 @@ impl Console {
         if let Some(out) = io.out {
             let reader = master.try_clone().context("duplicating the pty master")?;
             std::thread::spawn(move || {
-                copy_until_closed(reader, out);
+                copy_until_closed(reader, &out);
+                wait_until_read(&out, READ_TIMEOUT);
+                drop(out);
                 let _ = tx.send(true);
             });
         } else {
@@ -229,7 +233,7 @@ impl Console {
         }
         if let Some(input) = io.input {
             let writer = master.try_clone().context("duplicating the pty master")?;
-            std::thread::spawn(move || copy_until_closed(input, writer));
+            std::thread::spawn(move || copy_until_closed(input, &writer));
         }
         Ok(Console {
             master,
@@ -254,7 +258,7 @@ impl Console {
 }
 
 /// Copy until EOF or an error (a pty master reads EIO once the last slave closes).
-fn copy_until_closed(mut from: File, mut to: File) {
+fn copy_until_closed(mut from: File, mut to: &File) {
     let mut buf = [0u8; 32 * 1024];
     loop {
         match from.read(&mut buf) {
@@ -267,5 +271,85 @@ fn copy_until_closed(mut from: File, mut to: File) {
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(_) => return,
         }
+    }
+}
+
+/// Wait until the reader has taken everything written to the fifo `out`, its reader is
+/// gone, or `timeout` passed. containerd's client (2.x) closes its reader as soon as it
+/// deletes an exited process, dropping what it had not read yet (`ctr exec -t` under
+/// runc's shim lost 1 in 200 outputs so on two busy cores): the exit is published only
+/// once the output has left the pipe.
+fn wait_until_read(out: &File, timeout: Duration) {
+    let deadline = std::time::Instant::now() + timeout;
+    let mut interval = Duration::from_micros(50);
+    loop {
+        let mut pending: libc::c_int = 0;
+        // SAFETY: FIONREAD writes one c_int, which lives for the call.
+        let rc = unsafe { libc::ioctl(out.as_raw_fd(), libc::FIONREAD, &mut pending) };
+        if rc < 0 || pending == 0 || !has_reader(out) {
+            return;
+        }
+        let now = std::time::Instant::now();
+        if now >= deadline {
+            tracing::debug!(pending, "a TTY's last output was not read in time");
+            return;
+        }
+        std::thread::sleep(interval.min(deadline - now));
+        interval = (interval * 2).min(Duration::from_millis(5));
+    }
+}
+
+/// Whether a fifo's write end still has a reader (a pipe without one polls POLLERR).
+fn has_reader(out: &File) -> bool {
+    let mut fds = [libc::pollfd {
+        fd: out.as_raw_fd(),
+        events: libc::POLLOUT,
+        revents: 0,
+    }];
+    // SAFETY: poll reads and writes the one pollfd of the array, which lives for the call.
+    let rc = unsafe { libc::poll(fds.as_mut_ptr(), 1, 0) };
+    rc >= 0 && fds[0].revents & libc::POLLERR == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    fn pipe() -> (File, File) {
+        let (r, w) = nix::unistd::pipe().expect("pipe");
+        (File::from(r), File::from(w))
+    }
+
+    #[test]
+    fn waits_until_the_reader_took_the_output() {
+        let (mut r, mut w) = pipe();
+        w.write_all(b"/dev/pts/0\r\n").expect("write");
+        let reader = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            let mut buf = [0u8; 64];
+            let n = r.read(&mut buf).expect("read");
+            (Instant::now(), n, r)
+        });
+        wait_until_read(&w, Duration::from_secs(5));
+        let returned = Instant::now();
+        let (read_at, n, _r) = reader.join().expect("reader");
+        assert_eq!(n, 12);
+        assert!(returned >= read_at, "returned before the reader read");
+    }
+
+    #[test]
+    fn a_gone_reader_or_the_timeout_ends_the_wait() {
+        let (r, mut w) = pipe();
+        w.write_all(b"unread").expect("write");
+        let t = Instant::now();
+        wait_until_read(&w, Duration::from_millis(100));
+        assert!(t.elapsed() >= Duration::from_millis(100));
+        assert!(has_reader(&w));
+        drop(r);
+        assert!(!has_reader(&w));
+        let t = Instant::now();
+        wait_until_read(&w, Duration::from_secs(5));
+        assert!(t.elapsed() < Duration::from_secs(1));
     }
 }
