@@ -160,17 +160,20 @@ impl Host {
         }
     }
 
+    /// Where the v1 hierarchy that has `controller` is mounted.
+    pub(crate) fn v1_mount(&self, controller: &str) -> PathBuf {
+        self.v1_mounts
+            .get(controller)
+            .cloned()
+            .unwrap_or_else(|| self.root.join(controller))
+    }
+
     /// The cgroup's directory in the hierarchy that has `controller` (any on v2).
     pub fn dir(&self, controller: &str, path: &CgroupsPath) -> PathBuf {
         let rel = path.relative();
         match self.hierarchy {
             Hierarchy::Unified => self.root.join(rel),
-            Hierarchy::Legacy | Hierarchy::Hybrid => self
-                .v1_mounts
-                .get(controller)
-                .cloned()
-                .unwrap_or_else(|| self.root.join(controller))
-                .join(rel),
+            Hierarchy::Legacy | Hierarchy::Hybrid => self.v1_mount(controller).join(rel),
         }
     }
 

@@ -9,9 +9,12 @@
 //!   the by-path sweep [`Host::kill_and_remove`] / [`Host::remove_empty`].
 //! - Readings: [`Host::sample`] ([`CgroupSample`]), [`Host::oom_kills`],
 //!   [`Host::cpu_throttled_seconds`]; [`proc`] for /proc/PID/cgroup.
+//! - [`Host::start_attach_wait`]: starts the grace period a cgroup move waits for, in the
+//!   background, so the container's move at Create finds it passed.
 //! - Features: `metrics` packs a sample as containerd's v1/v2 Metrics; `oom-watch` is the
 //!   tokio OOM watcher (memory.events on v2, an eventfd on v1).
 
+mod attach_wait;
 mod host;
 mod manager;
 pub mod parse;

@@ -29,6 +29,14 @@ pub fn detect() {
     }
 }
 
+/// Starts, in the background, the grace period the container's cgroup move will wait for
+/// (see `Host::start_attach_wait`), so it passes while Create prepares the container.
+pub fn start_attach_wait() {
+    if let Ok(host) = host() {
+        host.start_attach_wait();
+    }
+}
+
 /// Applies already-hardened resources to the container's cgroup.
 pub fn apply(cgroups_path: &str, resources: &LinuxResources) -> anyhow::Result<()> {
     Ok(host()?.apply(cgroups_path, resources)?)

@@ -68,6 +68,7 @@ impl TaskService {
                 req.checkpoint
             )));
         }
+        crate::cgroups::start_attach_wait();
         let d = self
             .decide(&req, &bundle)
             .instrument(tracing::debug_span!("create.decide"))
