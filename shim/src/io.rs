@@ -280,22 +280,24 @@ fn copy_until_closed(mut from: File, mut to: &File) {
 /// runc's shim lost 1 in 200 outputs so on two busy cores): the exit is published only
 /// once the output has left the pipe.
 fn wait_until_read(out: &File, timeout: Duration) {
-    let deadline = std::time::Instant::now() + timeout;
-    let mut interval = Duration::from_micros(50);
-    loop {
-        let mut pending: libc::c_int = 0;
-        // SAFETY: FIONREAD writes one c_int, which lives for the call.
-        let rc = unsafe { libc::ioctl(out.as_raw_fd(), libc::FIONREAD, &mut pending) };
-        if rc < 0 || pending == 0 || !has_reader(out) {
-            return;
-        }
-        let now = std::time::Instant::now();
-        if now >= deadline {
-            tracing::debug!(pending, "a TTY's last output was not read in time");
-            return;
-        }
-        std::thread::sleep(interval.min(deadline - now));
-        interval = (interval * 2).min(Duration::from_millis(5));
+    let read = crate::poll::poll_until(timeout, || unread_bytes(out) == 0 || !has_reader(out));
+    if !read {
+        tracing::debug!(
+            pending = unread_bytes(out),
+            "a TTY's last output was not read in time"
+        );
+    }
+}
+
+/// Bytes written to a pipe and not read yet (0 when it cannot be told).
+fn unread_bytes(out: &File) -> libc::c_int {
+    let mut pending: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one c_int, which lives for the call.
+    let rc = unsafe { libc::ioctl(out.as_raw_fd(), libc::FIONREAD, &mut pending) };
+    if rc < 0 {
+        0
+    } else {
+        pending
     }
 }
 

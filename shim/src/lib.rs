@@ -22,6 +22,7 @@ pub mod logging;
 pub mod memory;
 pub mod oom;
 pub mod podrange;
+mod poll;
 pub mod quota;
 pub mod server;
 pub mod state;
