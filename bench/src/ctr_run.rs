@@ -1,8 +1,10 @@
 //! `ctr run --rm` per runtime: container create -> task start -> exit -> delete, timed as
 //! the wall time of one `ctr` process (ctr's own start-up, a few ms, is in both columns).
+//! Then `ctr tasks exec` into a running container of each runtime (what a probe's
+//! ExecSync costs the runtime), timed the same way.
 
 use crate::model::Section;
-use crate::runtimes::{active, Rt};
+use crate::runtimes::{active, active_runtimes, Rt};
 use crate::util::{bar, check_stop, ms_since};
 use anyhow::{bail, Context, Result};
 use std::process::{Command, Stdio};
@@ -58,7 +60,10 @@ pub fn run(c: &Containerd, rts: &[Rt], n: usize) -> Result<Section> {
             "`ctr -n <ns> run --rm --runtime <runtime> [--runtime-config-path <profile>] \
              {BUSYBOX_IMAGE} <id> /bin/true`, wall time of the ctr process (container create, \
              task create+start, wait for exit, task and container delete; the `ctr` binary is \
-             used as the API client). {n} runs per runtime, alternating."
+             used as the API client). {n} runs per runtime, alternating. `exec`: \
+             `ctr tasks exec --exec-id <id> <container> /bin/true` into a running \
+             `sleep` container of each runtime (process create+start, wait for exit, \
+             delete), {n} per runtime, alternating; not for the floor, which runs no exec."
         ),
     );
     let active = active(rts, &mut sec);
@@ -91,5 +96,66 @@ pub fn run(c: &Containerd, rts: &[Rt], n: usize) -> Result<Section> {
         }
     }
     pb.finish_and_clear();
+    exec(c, rts, n, &mut sec)?;
     Ok(sec)
+}
+
+/// `ctr tasks exec` into one running container per runtime, `n` times each, alternating.
+fn exec(c: &Containerd, rts: &[Rt], n: usize, sec: &mut Section) -> Result<()> {
+    let mut running = Vec::new();
+    for rt in active_runtimes(rts, sec) {
+        let id = format!("bench-exec-{}", rt.label);
+        let mut args = vec!["run".to_string(), "-d".to_string()];
+        args.extend(rt.ctr_args());
+        args.extend([BUSYBOX_IMAGE, &id, "sleep", "3600"].map(String::from));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        match c
+            .ctr_ok(&args)
+            .and_then(|_| c.wait_task_status(&id, "RUNNING"))
+        {
+            Ok(()) => running.push((rt, id)),
+            Err(e) => {
+                remove(c, &id);
+                sec.fail(&rt.label, &e);
+            }
+        }
+    }
+    let pb = bar(n * running.len(), "ctr tasks exec");
+    let result = (|| {
+        for i in 0..n {
+            for (rt, id) in &running {
+                check_stop()?;
+                let mut cmd = Command::new(c.binaries().ctr());
+                cmd.arg("--address")
+                    .arg(&c.socket)
+                    .arg("--namespace")
+                    .arg(c.namespace())
+                    .args([
+                        "tasks",
+                        "exec",
+                        "--exec-id",
+                        &format!("e{i}"),
+                        id,
+                        "/bin/true",
+                    ]);
+                match run_timed(&mut cmd) {
+                    Ok(ms) => sec.push(&rt.label, "exec", "ms", ms),
+                    Err(e) => sec.fail(&rt.label, &e),
+                }
+                pb.inc(1);
+            }
+        }
+        Ok(())
+    })();
+    pb.finish_and_clear();
+    for (_, id) in &running {
+        remove(c, id);
+    }
+    result
+}
+
+/// Kill and delete a bench container, whatever state it is in.
+fn remove(c: &Containerd, id: &str) {
+    let _ = c.ctr(&["tasks", "rm", "-f", id]);
+    let _ = c.ctr(&["containers", "rm", id]);
 }

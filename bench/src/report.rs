@@ -63,7 +63,7 @@ fn cdf_metrics(id: &str) -> &'static [&'static str] {
     match id {
         "lifecycle_serial" => &["start_total", "cycle_total"],
         "lifecycle_parallel" => &["start_total", "cycle_total"],
-        "ctr_run" => &["total"],
+        "ctr_run" => &["total", "exec"],
         "seccomp" => &["install"],
         _ => &[],
     }

@@ -15,6 +15,9 @@ use crate::io::StdioPaths;
 
 impl TaskService {
     pub(super) async fn exec(&self, req: ExecProcessRequest) -> Result<Empty> {
+        // libcontainer moves the exec's intermediate process into the container's cgroup
+        // once Start comes: start the grace period that move waits for now.
+        crate::cgroups::start_attach_wait();
         let spec_any = req
             .spec
             .as_ref()
