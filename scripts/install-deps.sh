@@ -10,7 +10,8 @@
 #   test   demo + what the tests call besides: promtool and prometheus (the metrics and
 #          alert-rule checks, the Prometheus round trip), file (checks the probe is static),
 #          systemd (systemd-analyze verifies the exporter's unit), e2fsprogs (the cgroup v2 VM
-#          suite puts the guest's /tmp on an ext4 image)
+#          suite puts the guest's /tmp on an ext4 image), kmod (the VM kit runs depmod on the
+#          guest kernel it unpacks)
 #   lint   rustfmt and clippy
 #   fuzz   build + g++ (libFuzzer is C++) and cargo-fuzz
 #
@@ -25,7 +26,7 @@ fi
 
 build=(gcc libc6-dev protobuf-compiler make pkg-config libelf-dev zlib1g-dev)
 demo=("${build[@]}" containerd runc busybox-static containernetworking-plugins iproute2)
-test=("${demo[@]}" prometheus file systemd e2fsprogs)
+test=("${demo[@]}" prometheus file systemd e2fsprogs kmod)
 fuzz=("${build[@]}" g++)
 
 packages=()
