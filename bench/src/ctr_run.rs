@@ -75,12 +75,8 @@ pub fn run(c: &Containerd, rts: &[Rt], n: usize) -> Result<Section> {
                 continue;
             }
             let id = format!("bench-ctr-{}-{i}", rt.label);
-            let mut cmd = Command::new(c.binaries().ctr());
-            cmd.arg("--address")
-                .arg(&c.socket)
-                .arg("--namespace")
-                .arg(c.namespace())
-                .args(["run", "--rm"])
+            let mut cmd = ctr_command(c);
+            cmd.args(["run", "--rm"])
                 .args(rt.ctr_args())
                 .args([BUSYBOX_IMAGE, &id, "/bin/true"]);
             match run_timed(&mut cmd) {
@@ -125,19 +121,15 @@ fn exec(c: &Containerd, rts: &[Rt], n: usize, sec: &mut Section) -> Result<()> {
         for i in 0..n {
             for (rt, id) in &running {
                 check_stop()?;
-                let mut cmd = Command::new(c.binaries().ctr());
-                cmd.arg("--address")
-                    .arg(&c.socket)
-                    .arg("--namespace")
-                    .arg(c.namespace())
-                    .args([
-                        "tasks",
-                        "exec",
-                        "--exec-id",
-                        &format!("e{i}"),
-                        id,
-                        "/bin/true",
-                    ]);
+                let mut cmd = ctr_command(c);
+                cmd.args([
+                    "tasks",
+                    "exec",
+                    "--exec-id",
+                    &format!("e{i}"),
+                    id,
+                    "/bin/true",
+                ]);
                 match run_timed(&mut cmd) {
                     Ok(ms) => sec.push(&rt.label, "exec", "ms", ms),
                     Err(e) => sec.fail(&rt.label, &e),
@@ -152,6 +144,16 @@ fn exec(c: &Containerd, rts: &[Rt], n: usize, sec: &mut Section) -> Result<()> {
         remove(c, id);
     }
     result
+}
+
+/// `ctr` on this containerd's socket and namespace.
+fn ctr_command(c: &Containerd) -> Command {
+    let mut cmd = Command::new(c.binaries().ctr());
+    cmd.arg("--address")
+        .arg(&c.socket)
+        .arg("--namespace")
+        .arg(c.namespace());
+    cmd
 }
 
 /// Kill and delete a bench container, whatever state it is in.

@@ -20,14 +20,15 @@ use crate::host::{Hierarchy, Host};
 
 impl Host {
     /// Start the grace period a cgroup move waits for, without waiting for it here.
-    pub fn start_attach_wait(&self) {
-        let Some(procs) = self.own_procs_file() else {
-            tracing::debug!("no cgroup of this process to start the attach wait with");
-            return;
-        };
+    pub fn start_attach_wait(&'static self) {
+        // The lookup too runs on the thread: Create's own path does no I/O for this.
         let spawned = std::thread::Builder::new()
             .name("attach-wait".into())
             .spawn(move || {
+                let Some(procs) = self.own_procs_file() else {
+                    tracing::debug!("no cgroup of this process to start the attach wait with");
+                    return;
+                };
                 let pid = std::process::id().to_string();
                 if let Err(e) = std::fs::write(&procs, pid) {
                     tracing::debug!(file = %procs.display(), error = %e, "attach wait not started");
