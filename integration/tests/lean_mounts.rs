@@ -5,8 +5,8 @@
 //!
 //! With 150 extra mounts on the node, a pod with a read-only hostPath runs under runc and
 //! under Stockade in the same run: both containers read the volume and an exec sees it
-//! too; Stockade's shim log shows each step in a namespace of under 150 mounts; nothing is
-//! left behind.
+//! too; Stockade's shim log shows each step in a namespace of under 150 mounts, made once
+//! per zygote and reused, each step giving back what it was lent; nothing is left behind.
 
 mod common;
 
@@ -91,10 +91,16 @@ fn run_pod(c: &Containerd, rt: &TestRuntime, volume: &std::path::Path) -> (Strin
     (logged.trim().to_string(), exec.stdout.trim().to_string())
 }
 
-/// (op, mounts) of each "in a mount namespace of its own" line in containerd's log.
-fn lean_steps(c: &Containerd) -> Vec<(String, usize)> {
+/// (op, mounts) of each "in a mount namespace of its own" line in containerd's log, and
+/// how many times a zygote made its kept namespace.
+fn lean_steps(c: &Containerd) -> (Vec<(String, usize)>, usize) {
     let log = std::fs::read_to_string(&c.log_path).unwrap_or_default();
-    log.lines()
+    let made = log
+        .lines()
+        .filter(|l| l.contains("made the kept mount namespace"))
+        .count();
+    let steps = log
+        .lines()
         .filter(|l| l.contains("in a mount namespace of its own"))
         .filter_map(|l| {
             let field = |key: &str| {
@@ -104,7 +110,8 @@ fn lean_steps(c: &Containerd) -> Vec<(String, usize)> {
             };
             Some((field("op=")?, field("mounts=")?.parse().ok()?))
         })
-        .collect()
+        .collect();
+    (steps, made)
 }
 
 #[test]
@@ -127,8 +134,10 @@ fn containers_are_made_and_changed_away_from_the_nodes_mount_table() {
     let stockade = run_pod(&c, &TestRuntime::stockade().unwrap(), volume.path());
     assert_eq!(stockade, runc, "stockade against runc (container, exec)");
 
-    let steps = lean_steps(&c);
-    eprintln!("node: {node_mounts} mounts; Stockade's steps (op, mounts): {steps:?}");
+    let (steps, made) = lean_steps(&c);
+    eprintln!(
+        "node: {node_mounts} mounts; Stockade's steps (op, mounts): {steps:?}; namespaces made: {made}"
+    );
     for op in ["create", "exec", "kill", "delete"] {
         assert!(
             steps.iter().any(|(o, _)| o == op),
@@ -137,6 +146,24 @@ fn containers_are_made_and_changed_away_from_the_nodes_mount_table() {
     }
     let creates = steps.iter().filter(|(o, _)| o == "create").count();
     assert!(creates >= 2, "sandbox and app: {steps:?}");
+    // One pod, one shim: each of its zygotes (a new one after an idle second) makes the
+    // namespace once, as it starts, and every step it serves reuses it.
+    assert!(
+        made >= 1 && made < steps.len(),
+        "namespaces made {made} times for {} steps",
+        steps.len()
+    );
+    // Signals and deletes are lent only libcontainer's state: had a create or an exec left
+    // what it was lent (the bundle, the rootfs, the volume), later steps would see more.
+    let plain: Vec<usize> = steps
+        .iter()
+        .filter(|(o, _)| o == "kill" || o == "delete")
+        .map(|(_, m)| *m)
+        .collect();
+    assert!(
+        plain.windows(2).all(|w| w[0] == w[1]),
+        "signal and delete steps saw different tables: {steps:?}"
+    );
     for (op, mounts) in &steps {
         assert!(
             *mounts < CROWD,

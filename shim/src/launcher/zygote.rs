@@ -173,6 +173,7 @@ fn recv<T: for<'de> Deserialize<'de>>(fd: RawFd) -> anyhow::Result<Option<(T, Ve
 
 /// The zygote's loop: one request, one answer, until the shim closes its end.
 fn serve(sock: OwnedFd) -> anyhow::Result<()> {
+    super::lean_ns::prepare();
     while let Some((req, fds)) = recv::<Request>(sock.as_raw_fd())? {
         let op = format!("{req:?}");
         let result = handle(req, fds).map_err(|e| format!("{e:#}"));
