@@ -58,7 +58,7 @@ fn make_slave(at: &Path) -> anyhow::Result<()> {
 }
 
 /// Turns the calling process's fresh copy of the node's namespace into one holding only
-/// `paths`, at their paths, on a tmpfs root; returns how many were there to keep.
+/// `paths`, at their paths, on an empty tmpfs root; returns how many were there to keep.
 pub(super) fn make(paths: &[PathBuf]) -> anyhow::Result<usize> {
     // First: nothing done here may reach the node.
     make_slave(Path::new("/"))?;
@@ -77,15 +77,6 @@ pub(super) fn make(paths: &[PathBuf]) -> anyhow::Result<usize> {
         Some("mode=0755"),
     )
     .with_context(|| format!("mounting the namespace's root at {}", top.display()))?;
-    for t in &trees {
-        let at = top.join(t.path.strip_prefix("/").unwrap_or(&t.path));
-        if let Some(parent) = at.parent() {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("creating {}", parent.display()))?;
-        }
-        make_point(&at, t.is_dir)?;
-        attach(t, &at)?;
-    }
     let old = top.join(OLD_ROOT);
     std::fs::create_dir(&old).with_context(|| format!("creating {}", old.display()))?;
     nix::unistd::pivot_root(&top, &old).context("pivoting into the namespace's root")?;
@@ -93,7 +84,10 @@ pub(super) fn make(paths: &[PathBuf]) -> anyhow::Result<usize> {
     let old = Path::new("/").join(OLD_ROOT);
     umount2(&old, MntFlags::MNT_DETACH).context("detaching the node's mounts")?;
     std::fs::remove_dir(&old).with_context(|| format!("removing {}", old.display()))?;
-    Ok(trees.len())
+    // The copies are attached as any step's paths are, but for good: never taken back.
+    let mut kept = Lent::default();
+    kept.lend(trees)?;
+    Ok(kept.count())
 }
 
 fn make_point(at: &Path, is_dir: bool) -> anyhow::Result<()> {
@@ -126,25 +120,32 @@ impl Lent {
     /// what was lent so far is in `self`.
     pub(super) fn lend(&mut self, trees: Vec<Tree>) -> anyhow::Result<()> {
         for t in trees {
-            let mut partial = PathBuf::from("/");
-            let parents: Vec<&std::ffi::OsStr> = t.path.iter().skip(1).collect();
-            for (i, part) in parents.iter().enumerate() {
-                partial.push(part);
-                let last = i + 1 == parents.len();
-                match std::fs::symlink_metadata(&partial) {
-                    Ok(m) if last || m.is_dir() => {}
-                    Ok(_) => return Err(anyhow!("{} is not a directory here", partial.display())),
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                        let is_dir = !last || t.is_dir;
-                        make_point(&partial, is_dir)?;
-                        self.made.push((partial.clone(), is_dir));
-                    }
-                    Err(e) => return Err(anyhow!("inspecting {}: {e}", partial.display())),
-                }
-            }
+            self.make_missing(&t.path, t.is_dir)?;
             attach(&t, &t.path)?;
             self.attached.push(t.path.clone());
             make_slave(&t.path)?;
+        }
+        Ok(())
+    }
+
+    /// Makes `path` (a directory or a file) and any parent that is not there yet,
+    /// recording each for [`Lent::take_back`].
+    fn make_missing(&mut self, path: &Path, is_dir: bool) -> anyhow::Result<()> {
+        let mut at = PathBuf::from("/");
+        let parts: Vec<&std::ffi::OsStr> = path.iter().skip(1).collect();
+        for (i, part) in parts.iter().enumerate() {
+            at.push(part);
+            let last = i + 1 == parts.len();
+            match std::fs::symlink_metadata(&at) {
+                Ok(m) if last || m.is_dir() => {}
+                Ok(_) => return Err(anyhow!("{} is not a directory here", at.display())),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    let dir = !last || is_dir;
+                    make_point(&at, dir)?;
+                    self.made.push((at.clone(), dir));
+                }
+                Err(e) => return Err(anyhow!("inspecting {}: {e}", at.display())),
+            }
         }
         Ok(())
     }
