@@ -9,8 +9,9 @@
 //!   the by-path sweep [`Host::kill_and_remove`] / [`Host::remove_empty`].
 //! - Readings: [`Host::sample`] ([`CgroupSample`]), [`Host::oom_kills`],
 //!   [`Host::cpu_throttled_seconds`]; [`proc`] for /proc/PID/cgroup.
-//! - [`Host::start_attach_wait`]: starts the grace period a cgroup move waits for, in the
-//!   background, so the container's move at Create finds it passed.
+//! - [`Host::open_attach_window`]: keeps the kernel's cgroup-migration lock ready (its
+//!   grace period started and kept passed, in the background) while a container's move
+//!   may come, so the move at Create or Exec does not wait for it.
 //! - Features: `metrics` packs a sample as containerd's v1/v2 Metrics; `oom-watch` is the
 //!   tokio OOM watcher (memory.events on v2, an eventfd on v1).
 
@@ -31,6 +32,7 @@ pub mod oom;
 
 use std::path::PathBuf;
 
+pub use attach_wait::AttachWindow;
 pub use host::{Hierarchy, Host};
 pub use path::{CgroupDriver, CgroupsPath, PathError, SystemdPath};
 pub use sample::{

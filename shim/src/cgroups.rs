@@ -29,11 +29,12 @@ pub fn detect() {
     }
 }
 
-/// Starts, in the background, the grace period the container's cgroup move will wait for
-/// (see `Host::start_attach_wait`), so it passes while Create prepares the container.
-pub fn start_attach_wait() {
-    if let Ok(host) = host() {
-        host.start_attach_wait();
+/// Keeps the kernel's cgroup-migration lock ready (see `Host::open_attach_window`) until
+/// the window is dropped, so the container's move does not wait for a grace period.
+pub fn open_attach_window() -> stockade_cgroups::AttachWindow {
+    match host() {
+        Ok(host) => host.open_attach_window(),
+        Err(_) => stockade_cgroups::AttachWindow::none(),
     }
 }
 

@@ -68,7 +68,8 @@ impl TaskService {
                 req.checkpoint
             )));
         }
-        crate::cgroups::start_attach_wait();
+        // Open until this Create returns: libcontainer moves the container then.
+        let _attach_window = crate::cgroups::open_attach_window();
         let d = self
             .decide(&req, &bundle)
             .instrument(tracing::debug_span!("create.decide"))

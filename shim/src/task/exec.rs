@@ -16,8 +16,8 @@ use crate::io::StdioPaths;
 impl TaskService {
     pub(super) async fn exec(&self, req: ExecProcessRequest) -> Result<Empty> {
         // libcontainer moves the exec's intermediate process into the container's cgroup
-        // once Start comes: start the grace period that move waits for now.
-        crate::cgroups::start_attach_wait();
+        // once Start comes: the window opens now and stays open until that Start.
+        let attach_window = crate::cgroups::open_attach_window();
         let spec_any = req
             .spec
             .as_ref()
@@ -70,6 +70,7 @@ impl TaskService {
             },
         );
         p.process_file = Some(file);
+        p.attach_window = Some(attach_window);
         c.execs.insert(req.exec_id.clone(), p);
         drop(table);
         self.publish(TaskExecAdded {

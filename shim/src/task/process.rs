@@ -33,6 +33,8 @@ pub struct Proc {
     pub console: Option<Console>,
     /// Exec processes: the hardened OCI Process file.
     pub process_file: Option<PathBuf>,
+    /// Exec processes, from Exec until their Start: see `cgroups::open_attach_window`.
+    pub attach_window: Option<stockade_cgroups::AttachWindow>,
 }
 
 impl Proc {
@@ -43,6 +45,7 @@ impl Proc {
             stdio,
             console: None,
             process_file: None,
+            attach_window: None,
         }
     }
 

@@ -96,7 +96,8 @@ impl TaskService {
     }
 
     async fn start_exec(&self, id: &str, exec_id: &str) -> Result<i32> {
-        let (stdio, process_file, plan, init_pid) = {
+        // Held until the launcher has moved the exec into the container's cgroup.
+        let (attach_window, stdio, process_file, plan, init_pid) = {
             let mut table = self.inner.table.lock().await;
             let c = table.get_mut(id)?;
             if !c.init.life.phase().is_alive() {
@@ -106,6 +107,7 @@ impl TaskService {
             let p = c.proc_mut(exec_id)?;
             p.life.begin_start()?;
             (
+                p.attach_window.take(),
                 p.stdio.clone(),
                 p.process_file.clone().unwrap_or_default(),
                 bundle.join(state::SECCOMP_FILE),
@@ -136,6 +138,7 @@ impl TaskService {
                 return Err(self.launch_error(id, init_pid, e.error));
             }
         };
+        drop(attach_window);
         let pid = spawned.pid;
         {
             let mut table = self.inner.table.lock().await;
