@@ -25,7 +25,7 @@ use crate::host::{Hierarchy, Host};
 
 /// Shorter than the shortest grace period seen here (the window stays open for at least
 /// one after each write).
-pub const KEEP_EVERY: Duration = Duration::from_millis(5);
+const KEEP_EVERY: Duration = Duration::from_millis(5);
 /// A window nobody closes (a Create stuck, an Exec never started) ends by itself.
 const LONGEST: Duration = Duration::from_secs(2);
 
