@@ -112,7 +112,11 @@ impl TaskService {
                 )));
             }
             (Some(mapping), _) => mapping,
-            (None, _) => match tracing::debug_span!("create.id_range")
+            // An app container of a sandbox this shim runs: the range its sandbox got,
+            // without a second trip through the node's allocator (a lock and a read of
+            // every pod's allocation).
+            (None, Some(pod)) => pod,
+            (None, None) => match tracing::debug_span!("create.id_range")
                 .in_scope(|| self.inner.host.id_range(&d.pod, d.profile.userns))
             {
                 Ok(range) => range,

@@ -160,7 +160,14 @@ async fn an_app_container_joins_its_running_sandbox_and_is_refused_without_one()
         .await
         .unwrap();
     let (_, host) = f.calls();
-    assert_eq!(host, strings(&["id_range", "open_bundle"]));
+    // The sandbox's range, as this shim holds it: the node's allocator is not asked again.
+    assert_eq!(host, strings(&["open_bundle"]));
+    let sandbox_range = f.host.ranges.lock().unwrap()["pod"];
+    assert_eq!(
+        f.host.opened.lock().unwrap().last(),
+        Some(&sandbox_range),
+        "the app container's bundle is opened to its sandbox's range"
+    );
     // Deleting the app container gives no range back: the pod's stays with its sandbox.
     f.service.on_exit(1001, 0).await;
     f.delete("app", "").await.unwrap();

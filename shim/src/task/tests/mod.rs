@@ -101,6 +101,8 @@ struct FakeHost {
     dead: Mutex<Vec<i32>>,
     /// What kubelet_range answers.
     kubelet: Mutex<Option<KubeletRange>>,
+    /// The range each open_bundle was given, in call order.
+    opened: Mutex<Vec<IdRange>>,
 }
 
 impl FakeHost {
@@ -140,7 +142,8 @@ impl Host for FakeHost {
         Ok(self.ranges.lock().unwrap().remove(sandbox_id))
     }
 
-    fn open_bundle(&self, _spec: &Spec, _bundle: &Path, _range: IdRange) -> anyhow::Result<()> {
+    fn open_bundle(&self, _spec: &Spec, _bundle: &Path, range: IdRange) -> anyhow::Result<()> {
+        self.opened.lock().unwrap().push(range);
         self.step("open_bundle")
     }
 
@@ -247,6 +250,7 @@ impl Fixture {
             ranges: Mutex::new(HashMap::new()),
             dead: Mutex::new(Vec::new()),
             kubelet: Mutex::new(None),
+            opened: Mutex::new(Vec::new()),
         });
         let events = Log::default();
         let service = TaskService::new(
