@@ -28,8 +28,11 @@ export C2VM_MEM=${C2VM_MEM:-6G}
 CARGO=${CARGO:-cargo}
 
 # Test binaries, built on the host: the guest must not compile (TCG is 10-20x slower).
+# cargo's output is copied to our stderr by sed's `w /dev/stderr`, which writes to the open
+# descriptor: `tee /dev/stderr` reopens it, and where stderr is a file (a CI log) that
+# truncates everything written before.
 build() { # cargo args... -> the test executables cargo built
-  "$CARGO" test --no-run "$@" 2>&1 | tee /dev/stderr | sed -n 's/.*Executable .* (\(.*\))$/\1/p'
+  "$CARGO" test --no-run "$@" 2>&1 | sed -n -e 'w /dev/stderr' -e 's/.*Executable .* (\(.*\))$/\1/p'
 }
 "$CARGO" build -p containerd-shim-stockade-v1
 mapfile -t cgroups_bins < <(build -p stockade-cgroups)
