@@ -12,7 +12,6 @@ use stockade_runtime::hardener::ResolvedSources;
 use stockade_runtime::idrange::IdRange;
 use stockade_runtime::kubelet::{KubeletRange, KubeletSettings};
 use stockade_runtime::oci_spec::runtime::{LinuxResources, Spec};
-use stockade_runtime::pod::PodIdentity;
 use stockade_runtime::profile::{IdPoolSettings, Profile};
 use stockade_runtime::state_dir::StateDir;
 use tokio::sync::mpsc;
@@ -24,8 +23,8 @@ use crate::{binds, cgroups, oom, podrange, stats};
 const SWEEP_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub trait Host: Send + Sync + 'static {
-    /// The pod's ID range: allocated for a sandbox, looked up for an app container.
-    fn id_range(&self, pod: &PodIdentity, pool: IdPoolSettings) -> anyhow::Result<IdRange>;
+    /// Allocate a new sandbox's ID range from the node's allocator.
+    fn allocate_id_range(&self, sandbox_id: &str, pool: IdPoolSettings) -> anyhow::Result<IdRange>;
     fn release_id_range(
         &self,
         sandbox_id: &str,
@@ -104,8 +103,8 @@ impl RealHost {
 }
 
 impl Host for RealHost {
-    fn id_range(&self, pod: &PodIdentity, pool: IdPoolSettings) -> anyhow::Result<IdRange> {
-        podrange::range_for(&self.state, pod, pool)
+    fn allocate_id_range(&self, sandbox_id: &str, pool: IdPoolSettings) -> anyhow::Result<IdRange> {
+        podrange::allocate(&self.state, sandbox_id, pool)
     }
 
     fn release_id_range(

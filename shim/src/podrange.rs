@@ -6,7 +6,6 @@
 
 use anyhow::anyhow;
 use stockade_runtime::idrange::{IdAllocator, IdRange};
-use stockade_runtime::pod::PodIdentity;
 use stockade_runtime::profile::IdPoolSettings;
 use stockade_runtime::state_dir::StateDir;
 
@@ -14,28 +13,16 @@ fn allocator(state: &StateDir, pool: IdPoolSettings) -> anyhow::Result<IdAllocat
     IdAllocator::open(state.id_ranges(), pool).map_err(|e| anyhow!("ID range allocator: {e}"))
 }
 
-/// The pod's range: allocated for a sandbox, looked up for an app container.
-pub fn range_for(
+/// Allocate the range of a new sandbox (an app container takes its sandbox's range from
+/// the shim's own table, never from here).
+pub fn allocate(
     state: &StateDir,
-    pod: &PodIdentity,
+    sandbox_id: &str,
     pool: IdPoolSettings,
 ) -> anyhow::Result<IdRange> {
-    let alloc = allocator(state, pool)?;
-    if pod.is_sandbox {
-        alloc
-            .allocate(&pod.sandbox_id)
-            .map_err(|e| anyhow!("allocating an ID range for pod {}: {e}", pod.sandbox_id))
-    } else {
-        alloc
-            .get(&pod.sandbox_id)
-            .map_err(|e| anyhow!("ID range of pod {}: {e}", pod.sandbox_id))?
-            .ok_or_else(|| {
-                anyhow!(
-                    "pod {} has no ID range (sandbox not created?)",
-                    pod.sandbox_id
-                )
-            })
-    }
+    allocator(state, pool)?
+        .allocate(sandbox_id)
+        .map_err(|e| anyhow!("allocating an ID range for pod {sandbox_id}: {e}"))
 }
 
 /// Give back the range of a sandbox. Returns the range released, if the pod held one.

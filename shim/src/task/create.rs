@@ -116,9 +116,19 @@ impl TaskService {
             // without a second trip through the node's allocator (a lock and a read of
             // every pod's allocation).
             (None, Some(pod)) => pod,
-            (None, None) => match tracing::debug_span!("create.id_range")
-                .in_scope(|| self.inner.host.id_range(&d.pod, d.profile.userns))
-            {
+            // check_sandbox let no app container through without its sandbox's range.
+            (None, None) if !d.pod.is_sandbox => {
+                self.run_undo(undo).await;
+                return Err(ShimError::Internal(anyhow::anyhow!(
+                    "container {id}: sandbox {} has no ID range in this shim",
+                    d.pod.sandbox_id
+                )));
+            }
+            (None, None) => match tracing::debug_span!("create.id_range").in_scope(|| {
+                self.inner
+                    .host
+                    .allocate_id_range(&d.pod.sandbox_id, d.profile.userns)
+            }) {
                 Ok(range) => range,
                 Err(e) => {
                     self.run_undo(undo).await;

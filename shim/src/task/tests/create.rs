@@ -14,7 +14,7 @@ async fn a_container_runs_through_its_life_and_delete_undoes_create() {
     assert_eq!(pid, 1000);
     let (launcher, host) = f.calls();
     assert_eq!(launcher, strings(&["mount", "stage_volumes", "create"]));
-    assert_eq!(host, strings(&["id_range", "open_bundle"]));
+    assert_eq!(host, strings(&["allocate_id_range", "open_bundle"]));
     let bundle = f.dir.path().join("c1");
     for file in [
         state::RECORD_FILE,
@@ -63,30 +63,35 @@ async fn a_failure_at_each_create_step_undoes_exactly_what_was_done() {
     let cases = [
         Case {
             launcher_fails: None,
-            host_fails: Some("id_range"),
+            host_fails: Some("allocate_id_range"),
             launcher: &[],
-            host: &["id_range"],
+            host: &["allocate_id_range"],
             code: Code::RESOURCE_EXHAUSTED,
         },
         Case {
             launcher_fails: Some("mount"),
             host_fails: None,
             launcher: &["mount", "unmount"],
-            host: &["id_range", "release_range"],
+            host: &["allocate_id_range", "release_range"],
             code: Code::INTERNAL,
         },
         Case {
             launcher_fails: None,
             host_fails: Some("open_bundle"),
             launcher: &["mount", "unmount"],
-            host: &["id_range", "open_bundle", "release_range"],
+            host: &["allocate_id_range", "open_bundle", "release_range"],
             code: Code::INTERNAL,
         },
         Case {
             launcher_fails: Some("stage_volumes"),
             host_fails: None,
             launcher: &["mount", "stage_volumes", "unmount"],
-            host: &["id_range", "open_bundle", "unstage_binds", "release_range"],
+            host: &[
+                "allocate_id_range",
+                "open_bundle",
+                "unstage_binds",
+                "release_range",
+            ],
             code: Code::INTERNAL,
         },
         Case {
@@ -94,7 +99,7 @@ async fn a_failure_at_each_create_step_undoes_exactly_what_was_done() {
             host_fails: None,
             launcher: &["mount", "stage_volumes", "create", "unmount"],
             host: &[
-                "id_range",
+                "allocate_id_range",
                 "open_bundle",
                 "sweep",
                 "unstage_binds",
@@ -145,7 +150,7 @@ async fn a_refused_container_gives_its_range_back_and_leaves_nothing() {
     assert!(e.to_string().contains("host-pid"), "{e}");
     let (launcher, host) = f.calls();
     assert!(launcher.is_empty(), "{launcher:?}");
-    assert_eq!(host, strings(&["id_range", "release_range"]));
+    assert_eq!(host, strings(&["allocate_id_range", "release_range"]));
     f.assert_bundle_clean("c1");
 }
 
@@ -158,7 +163,7 @@ async fn when_the_sweep_fails_the_range_and_the_record_are_kept_for_shim_delete(
     let (_, host) = f.calls();
     assert_eq!(
         host,
-        strings(&["id_range", "open_bundle", "sweep", "unstage_binds"])
+        strings(&["allocate_id_range", "open_bundle", "sweep", "unstage_binds"])
     );
     assert!(f.dir.path().join("c1").join(state::RECORD_FILE).exists());
     assert_eq!(f.host.ranges.lock().unwrap().len(), 1);

@@ -24,7 +24,6 @@ use stockade_runtime::hardener::ResolvedSources;
 use stockade_runtime::idrange::IdRange;
 use stockade_runtime::kubelet::{KubeletRange, KubeletSettings};
 use stockade_runtime::oci_spec::runtime::{Process, Spec};
-use stockade_runtime::pod::PodIdentity;
 use stockade_runtime::profile::IdPoolSettings;
 use stockade_runtime::state_dir::StateDir;
 use tokio::sync::mpsc;
@@ -116,21 +115,18 @@ impl FakeHost {
 }
 
 impl Host for FakeHost {
-    fn id_range(&self, pod: &PodIdentity, _pool: IdPoolSettings) -> anyhow::Result<IdRange> {
-        self.step("id_range")?;
+    fn allocate_id_range(
+        &self,
+        sandbox_id: &str,
+        _pool: IdPoolSettings,
+    ) -> anyhow::Result<IdRange> {
+        self.step("allocate_id_range")?;
         let mut ranges = self.ranges.lock().unwrap();
         let next = IdRange {
             first: 1_000_000 + 65_536 * ranges.len() as u32,
             size: 65_536,
         };
-        if pod.is_sandbox {
-            Ok(*ranges.entry(pod.sandbox_id.clone()).or_insert(next))
-        } else {
-            ranges
-                .get(&pod.sandbox_id)
-                .copied()
-                .ok_or_else(|| anyhow::anyhow!("pod {} has no ID range", pod.sandbox_id))
-        }
+        Ok(*ranges.entry(sandbox_id.to_string()).or_insert(next))
     }
 
     fn release_id_range(

@@ -72,7 +72,7 @@ async fn a_writable_host_path_is_refused_and_the_range_given_back() {
     );
     let (launcher, host) = f.calls();
     assert!(launcher.is_empty(), "{launcher:?}");
-    assert_eq!(host, strings(&["id_range", "release_range"]));
+    assert_eq!(host, strings(&["allocate_id_range", "release_range"]));
     f.assert_bundle_clean("c1");
 }
 
@@ -117,7 +117,7 @@ async fn a_kubelet_mapped_pod_runs_in_kubelets_mapping_and_takes_no_range() {
     f.service.on_exit(1000, 0).await;
     f.delete("pod", "").await.unwrap();
     let (_, host) = f.calls();
-    assert!(!host.contains(&"id_range".to_string()), "{host:?}");
+    assert!(!host.contains(&"allocate_id_range".to_string()), "{host:?}");
     assert!(f.host.ranges.lock().unwrap().is_empty());
 }
 
