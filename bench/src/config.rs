@@ -66,6 +66,11 @@ pub struct Args {
     /// idrange, workload, rootfs, seccomp, record).
     #[arg(long, value_delimiter = ',')]
     pub skip: Vec<String>,
+    /// Keep the runtimes' state (containerd's bundles, runc's root, the Stockade shims'
+    /// state) on this machine's disk, in the instance's temp dir under /tmp, instead of a
+    /// tmpfs like a node's /run: to see what a disk-backed state dir costs.
+    #[arg(long)]
+    pub state_on_disk: bool,
     /// Re-render report.md and the figures of an existing results directory from its
     /// results.json (no measurement).
     #[arg(long, value_name = "DIR")]
@@ -107,6 +112,7 @@ pub struct Settings {
     pub seccomp_samples: usize,
     pub record_samples: usize,
     pub skip: Vec<String>,
+    pub state_on_disk: bool,
 }
 
 impl Settings {
@@ -132,6 +138,7 @@ impl Settings {
                 seccomp_samples: 50,
                 record_samples: 10,
                 skip: Vec::new(),
+                state_on_disk: false,
             }
         } else {
             Settings {
@@ -154,6 +161,7 @@ impl Settings {
                 seccomp_samples: 1_000,
                 record_samples: 100,
                 skip: Vec::new(),
+                state_on_disk: false,
             }
         };
         Settings {
@@ -168,6 +176,7 @@ impl Settings {
             workload_reps: a.workload_reps.unwrap_or(base.workload_reps),
             big_files: a.big_files.unwrap_or(base.big_files).max(base.small_files),
             skip: a.skip.clone(),
+            state_on_disk: a.state_on_disk,
             ..base
         }
     }

@@ -408,17 +408,22 @@ fn run(args: &Args) -> Result<PathBuf> {
         .collect();
     if !wanted.is_empty() && !util::interrupted() {
         eprintln!("== starting a private containerd");
-        // The shims' state (ID-range table, records) in a dir of the run's own: never the
-        // node's /run/stockade, whose table other builds may have written.
-        let state = bench_state_dir()?;
         let version = stockade_integration::binaries::Binaries::get()
             .map(|b| b.config_version())
             .unwrap_or(stockade_integration::binaries::ConfigVersion::V2);
+        // The runtimes' state (containerd's bundles, runc's root, the Stockade shims' ID
+        // ranges and records) on a tmpfs of the run's own, as /run is on a node: never
+        // the node's /run/stockade, and not this VM's /run, which is on its disk.
         let options = stockade_integration::containerd::StartOptions {
-            state_dir: Some(state.path().to_path_buf()),
             extra_config: runtimes::containerd_extra_config(version),
+            run_on_tmpfs: !settings.state_on_disk,
             ..Default::default()
         };
+        machine["runtime_state"] = serde_json::json!(if settings.state_on_disk {
+            "this machine's disk, the instance's temp dir under /tmp (--state-on-disk)"
+        } else {
+            "tmpfs of the run's own (containerd's state and bundles, runc's root, the Stockade shims' state), as /run on a node"
+        });
         match Containerd::start_with(options) {
             Ok(c) => {
                 machine["containerd_instance"] = serde_json::json!(c.dir.display().to_string());
@@ -479,18 +484,6 @@ fn run(args: &Args) -> Result<PathBuf> {
         copy_dir(&out_dir, &latest)?;
     }
     Ok(out_dir)
-}
-
-/// A fresh state directory for the shims, under /run like the node's (tmpfs), removed
-/// with the run. Traversable (0711) like the node's, for the containers' host IDs.
-fn bench_state_dir() -> Result<tempfile::TempDir> {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = tempfile::Builder::new()
-        .prefix("stockade-bench-state-")
-        .tempdir_in("/run")
-        .context("creating the shims' state dir under /run")?;
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711))?;
-    Ok(dir)
 }
 
 fn write_results(dir: &Path, results: &Results) -> Result<()> {

@@ -347,6 +347,7 @@ pub fn render(results: &Results) -> (String, Vec<Figure>) {
         ("mem_total_kb", "memory (kB)"),
         ("cgroups", "cgroups"),
         ("containerd", "containerd"),
+        ("runtime_state", "runtime state"),
         ("runc", "runc"),
         ("rustc", "rustc"),
         ("bench_build", "stockade-bench build"),

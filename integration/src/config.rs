@@ -18,10 +18,12 @@ pub const CNI_BIN_DIR: &str = "/usr/lib/cni";
 /// What a private instance's config names.
 #[derive(Debug, Clone)]
 pub struct InstanceConfig {
-    /// The instance's temp dir (ttrpc socket, opt, runc root and CNI config live below).
+    /// The instance's temp dir (ttrpc socket, opt and CNI config live below).
     pub dir: PathBuf,
     pub root: PathBuf,
     pub state: PathBuf,
+    /// Where runc keeps its state (`Root` of the runc handler).
+    pub runc_root: PathBuf,
     pub socket: PathBuf,
     /// The Stockade profiles the two handlers use (default.toml, strict.toml).
     pub profiles: PathBuf,
@@ -83,7 +85,7 @@ disabled_plugins = [{disabled}]
   Root = {runc_root}
   SystemdCgroup = false
 "#,
-            runc_root = toml_str(&self.dir.join("runc")),
+            runc_root = toml_str(&self.runc_root),
         );
         if self.stockade_runtimes {
             for (handler, profile) in [
@@ -203,6 +205,7 @@ mod tests {
         InstanceConfig {
             root: dir.join("root"),
             state: dir.join("state"),
+            runc_root: dir.join("runc"),
             socket: dir.join("containerd.sock"),
             profiles: PathBuf::from("/p"),
             dir,
@@ -234,6 +237,19 @@ mod tests {
             );
             let doc: toml::Table = toml::from_str(&config(false).render(version)).unwrap();
             assert_eq!(runtimes(&doc, version), ["runc"], "{version:?}");
+        }
+    }
+
+    #[test]
+    fn runc_keeps_its_state_in_the_configured_root() {
+        let mut cfg = config(false);
+        cfg.runc_root = PathBuf::from("/tmp/x/run/runc");
+        for version in [ConfigVersion::V2, ConfigVersion::V3] {
+            let text = cfg.render(version);
+            assert!(
+                text.contains("Root = \"/tmp/x/run/runc\""),
+                "{version:?}: {text}"
+            );
         }
     }
 

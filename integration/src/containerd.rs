@@ -44,6 +44,11 @@ pub struct Containerd {
     pub dir: PathBuf,
     pub root: PathBuf,
     pub state: PathBuf,
+    /// Runtime state: containerd's `state`, runc's root and, unless started with another,
+    /// the Stockade shims' state live below (`<dir>/run` on a tmpfs, else `<dir>`).
+    pub run_dir: PathBuf,
+    /// `run_dir` is a tmpfs of the instance's own ([`StartOptions::run_on_tmpfs`]).
+    run_on_tmpfs: bool,
     /// The gRPC socket.
     pub socket: PathBuf,
     pub config_path: PathBuf,
@@ -85,6 +90,11 @@ pub struct StartOptions {
     /// containerd's root (the snapshotter's data; None: `root` in the instance's dir), e.g.
     /// a test's own filesystem. It must exist; the test removes it.
     pub root: Option<PathBuf>,
+    /// Keep the runtime state (containerd's state and bundles, runc's root, the Stockade
+    /// shims' state) on a tmpfs of the instance's own, as in /run on a node (the
+    /// benchmark); tests keep it on the disk of their temp dir, which also exercises the
+    /// state files' syncs.
+    pub run_on_tmpfs: bool,
 }
 
 impl Default for StartOptions {
@@ -95,6 +105,7 @@ impl Default for StartOptions {
             config_version: None,
             extra_config: String::new(),
             root: None,
+            run_on_tmpfs: false,
         }
     }
 }
@@ -150,13 +161,21 @@ impl Containerd {
             .with_context(|| format!("chmod 0711 {}", dir.display()))?;
         // The instance's own node state (ID ranges, records): tests never share the
         // node's /run/stockade, nor with other checkouts' builds.
+        // Tests keep the layout they always had: everything directly in the dir.
+        let run_dir = if options.run_on_tmpfs {
+            dir.join("run")
+        } else {
+            dir.clone()
+        };
         let stockade_state = match &options.state_dir {
             Some(dir) => StateDir::new(dir)?,
-            None => StateDir::new(dir.join("stockade"))?,
+            None => StateDir::new(run_dir.join("stockade"))?,
         };
         let mut c = Containerd {
             root: options.root.clone().unwrap_or_else(|| dir.join("root")),
-            state: dir.join("state"),
+            state: run_dir.join("state"),
+            run_dir,
+            run_on_tmpfs: options.run_on_tmpfs,
             socket: dir.join("containerd.sock"),
             config_path: dir.join("config.toml"),
             log_path: dir.join("containerd.log"),
@@ -207,6 +226,20 @@ impl Containerd {
     }
 
     fn write_files(&self) -> Result<()> {
+        if self.run_on_tmpfs {
+            std::fs::create_dir(&self.run_dir)
+                .with_context(|| format!("creating {}", self.run_dir.display()))?;
+            // Traversable, not readable, like the instance's dir; unmounted on teardown
+            // with everything else below the dir.
+            nix::mount::mount(
+                Some("tmpfs"),
+                &self.run_dir,
+                Some("tmpfs"),
+                nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV,
+                Some("mode=0711,size=4g"),
+            )
+            .with_context(|| format!("mounting a tmpfs on {}", self.run_dir.display()))?;
+        }
         for d in [&self.root, &self.state] {
             std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
         }
@@ -243,6 +276,7 @@ impl Containerd {
             dir: self.dir.clone(),
             root: self.root.clone(),
             state: self.state.clone(),
+            runc_root: self.run_dir.join("runc"),
             socket: self.socket.clone(),
             profiles: paths::profiles_dir(),
             stockade_runtimes: self.stockade_runtimes,

@@ -1,6 +1,8 @@
 //! The harness cleans up after itself, also when a test panics with containers running.
 
-use stockade_integration::containerd::{HANDLER_RUNC, RUNC_RUNTIME};
+use stockade_integration::containerd::{
+    StartOptions, HANDLER_RUNC, HANDLER_STOCKADE, RUNC_RUNTIME,
+};
 use stockade_integration::image::BUSYBOX_IMAGE;
 use stockade_integration::{teardown, Containerd};
 
@@ -120,4 +122,57 @@ fn config_registers_runc_and_both_stockade_handlers() {
     assert!(cfg.contains("profiles/default.toml") && cfg.contains("profiles/strict.toml"));
     let cri = c.cri().unwrap();
     assert_eq!(cri.version().unwrap().runtime_name, "containerd");
+}
+
+/// The benchmark's layout: containerd's state, runc's root and the Stockade shims' state
+/// on a tmpfs of the instance's own, which both runtimes run pods from and which goes
+/// with the instance.
+#[test]
+fn runtime_state_on_a_tmpfs_serves_both_runtimes_and_goes_with_the_instance() {
+    let c = Containerd::start_with(StartOptions {
+        run_on_tmpfs: true,
+        ..StartOptions::default()
+    })
+    .unwrap();
+    let fs = nix::sys::statfs::statfs(&c.run_dir).unwrap();
+    assert_eq!(fs.filesystem_type(), nix::sys::statfs::TMPFS_MAGIC);
+    assert_ne!(c.run_dir, c.dir, "the tmpfs has a directory of its own");
+    for p in [&c.state, &c.stockade_state.root().to_path_buf()] {
+        assert!(
+            p.starts_with(&c.run_dir),
+            "{} not on the tmpfs",
+            p.display()
+        );
+    }
+    let cri = c.cri().unwrap();
+    for (name, handler) in [
+        ("tmpfs-runc", HANDLER_RUNC),
+        ("tmpfs-stockade", HANDLER_STOCKADE),
+    ] {
+        let (pod, app) = cri
+            .run_pod_with_app(name, handler, &["sleep", "600"])
+            .unwrap();
+        let out = cri.exec_sync(&app, &["echo", "up"]).unwrap();
+        assert_eq!((out.exit_code, out.stdout.trim()), (0, "up"), "{handler}");
+        cri.stop_pod_sandbox(&pod).unwrap();
+        cri.remove_pod_sandbox(&pod).unwrap();
+    }
+    assert!(
+        c.stockade_state.id_ranges().is_file(),
+        "the Stockade pod's ID range was not recorded on the tmpfs"
+    );
+    let runc_root = c.run_dir.join("runc");
+    assert!(
+        runc_root.is_dir(),
+        "runc kept no state in {}",
+        runc_root.display()
+    );
+    let dir = c.dir.clone();
+    drop(c);
+    assert!(
+        teardown::mounts_under(&dir).is_empty(),
+        "mounts left under {}",
+        dir.display()
+    );
+    assert!(!dir.exists(), "{} left", dir.display());
 }

@@ -5,7 +5,8 @@
 //! `<dir>/<container-id>.json` ([`crate::state_dir::StateDir::containers`]) with [`write`] when the
 //! container has started (its init pid is known), and removes it with [`remove`] when the
 //! container is deleted. [`write`] is atomic (temp file + rename), so a reader never sees a
-//! half-written record. The container's start latency (from the shim receiving `Create` to
+//! half-written record; it does not sync (records do not outlive the node's processes).
+//! The container's start latency (from the shim receiving `Create` to
 //! `Start` returning) travels in the record itself (`start_latency_ms`): the exporter
 //! observes it once per container id. Containers that come and go between two scrapes
 //! are therefore missed by the latency histogram, which is acceptable for a node-level
@@ -159,8 +160,10 @@ pub fn write(dir: &Path, record: &ContainerRecord) -> Result<PathBuf, NodeStateE
             .mode(0o600)
             .open(&tmp)
             .map_err(io(&tmp, "cannot create"))?;
+        // Not synced: a record describes running processes, which a crash of the node
+        // ends as well, and an fsync on Start's path waits for the journal of whatever
+        // else the node writes (tens of ms under load where /run is on disk).
         file.write_all(&json).map_err(io(&tmp, "cannot write"))?;
-        file.sync_all().map_err(io(&tmp, "cannot sync"))?;
         std::fs::rename(&tmp, &path).map_err(io(&path, "cannot rename the temp file to"))
     })();
     if result.is_err() {
