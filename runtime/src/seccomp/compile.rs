@@ -71,6 +71,24 @@ pub(super) fn compile_for(
     profile: &LinuxSeccomp,
     arch: Arch,
 ) -> Result<CompiledFilter, SeccompError> {
+    compile_with(profile, arch, Search::Ranges)
+}
+
+/// How a program finds the syscalls it matches without conditions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Search {
+    /// A binary search over ranges ([`super::dispatch`]).
+    Ranges,
+    /// seccompiler's chain per syscall, one after another (what the search must agree with).
+    #[cfg_attr(not(test), allow(dead_code))]
+    Chains,
+}
+
+pub(super) fn compile_with(
+    profile: &LinuxSeccomp,
+    arch: Arch,
+    search: Search,
+) -> Result<CompiledFilter, SeccompError> {
     let header = check_header(profile, arch)?;
     let default = header.default_action;
     let default_ret = u32::from(default.clone());
@@ -124,6 +142,7 @@ pub(super) fn compile_for(
             }
         }
         programs.push(build(
+            search,
             arch,
             matched,
             default.clone(),
@@ -146,6 +165,7 @@ pub(super) fn compile_for(
     for group in actions {
         let ret = u32::from(group.action.clone());
         programs.push(build(
+            search,
             arch,
             group.chains,
             SeccompAction::Allow,
@@ -379,6 +399,7 @@ fn resolve(rule: &RuleRef, name: &str, arch: Arch) -> Result<Option<i64>, Seccom
 }
 
 fn build(
+    search: Search,
     arch: Arch,
     chains: BTreeMap<i64, Chain>,
     mismatch: SeccompAction,
@@ -386,6 +407,10 @@ fn build(
     role: Role,
     ret: u32,
 ) -> Result<Program, SeccompError> {
+    let (front, chains) = match search {
+        Search::Ranges => split_unconditional(chains, u32::from(on_match.clone())),
+        Search::Chains => (Vec::new(), chains),
+    };
     let rules = chains
         .into_iter()
         .map(|(nr, chain)| (nr, chain.into_rules()))
@@ -398,10 +423,19 @@ fn build(
                 source,
             }
         })?;
-    let bpf = BpfProgram::try_from(filter).map_err(|source| SeccompError::Backend {
+    let mut bpf = BpfProgram::try_from(filter).map_err(|source| SeccompError::Backend {
         filter: describe,
         source,
     })?;
+    // Right after seccompiler's architecture check (3 instructions, whose only jump lands
+    // on index 3); a miss falls into seccompiler's chains, which load the number again.
+    bpf.splice(3..3, front);
+    if bpf.len() > super::BPF_MAX_LEN {
+        return Err(SeccompError::TooLarge {
+            filter: role.name(),
+            len: bpf.len(),
+        });
+    }
     // ENOSYS from a rule is a "fall back to the older call" answer (clone3 -> clone), not a
     // denial worth an audit record for every thread a program starts.
     let quiet = role == Role::Action && ret == u32::from(SeccompAction::Errno(ENOSYS));
@@ -411,6 +445,26 @@ fn build(
         role,
         log: !quiet,
     })
+}
+
+/// The binary search ([`super::dispatch`]) over the syscalls matched without conditions,
+/// returning `hit`, and the chains left for seccompiler. When the search cannot be built,
+/// no search and every chain.
+fn split_unconditional(
+    chains: BTreeMap<i64, Chain>,
+    hit: u32,
+) -> (Vec<seccompiler::sock_filter>, BTreeMap<i64, Chain>) {
+    let (always, conditional): (BTreeMap<i64, Chain>, BTreeMap<i64, Chain>) = chains
+        .into_iter()
+        .partition(|(nr, chain)| *chain == Chain::Always && u32::try_from(*nr).is_ok());
+    let numbers = always
+        .keys()
+        .filter_map(|nr| u32::try_from(*nr).ok())
+        .collect();
+    match super::dispatch::search(&super::dispatch::ranges(numbers), hit) {
+        Some(search) => (search, conditional),
+        None => (Vec::new(), always.into_iter().chain(conditional).collect()),
+    }
 }
 
 /// x86_64 only: answer every x32-ABI syscall number with ENOSYS (as a kernel built without

@@ -65,6 +65,7 @@
 
 mod arch;
 mod compile;
+mod dispatch;
 mod eval;
 mod install;
 pub mod recorded;
