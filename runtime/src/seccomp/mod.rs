@@ -1,5 +1,5 @@
 //! Seccomp: OCI `LinuxSeccomp` profiles compiled to BPF with `seccompiler` (and a range
-//! search in front of its chains, [`dispatch`]), and installed.
+//! search in front of its chains, see `dispatch.rs`), and installed.
 //!
 //! The interface (the shim, the CLI, the bench and the fuzz targets call these):
 //! - [`load_file`]`(path) -> Result<LinuxSeccomp, SeccompError>`: read and parse an OCI
