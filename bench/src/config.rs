@@ -152,7 +152,7 @@ impl Settings {
                 id_ranges: 1_000,
                 id_samples: 200,
                 flame_cycles: 20,
-                workload_reps: 5,
+                workload_reps: 10,
                 workload_scale: 1,
                 small_files: 10,
                 big_files: 50_000,

@@ -29,7 +29,7 @@ pub struct Own {
 }
 
 /// `rt`'s own share of `metric`. Samples are paired round by round when both series
-/// have the same length (the sections interleave runtimes, so sample i of each was taken
+/// have the same length and the section interleaves runtimes (sample i of each was taken
 /// in the same round): the median of the differences. Otherwise the difference of the
 /// medians.
 pub fn own_share(sec: &Section, rt: &str, metric: &str) -> Option<Own> {
@@ -38,7 +38,7 @@ pub fn own_share(sec: &Section, rt: &str, metric: &str) -> Option<Own> {
     if a.samples.is_empty() || f.samples.is_empty() {
         return None;
     }
-    if a.samples.len() == f.samples.len() {
+    if a.samples.len() == f.samples.len() && !sec.runtimes_in_turn {
         let paired: Vec<f64> = a
             .samples
             .iter()
@@ -78,10 +78,15 @@ pub fn table(out: &mut String, sec: &Section, known: &[String]) {
         .into_iter()
         .filter(|r| r != FLOOR)
         .collect();
+    let pairing = if sec.runtimes_in_turn {
+        "runtimes one after the other: the difference of the medians"
+    } else {
+        "rounds interleaved; median of the per-round differences, p10–p90 of them"
+    };
     let _ = writeln!(
         out,
         "Own share = time minus the floor's ({FLOOR}: containerd's own share), same run, \
-         rounds interleaved; median of the per-round differences, p10–p90 of them.\n\n\
+         {pairing}.\n\n\
          | metric | floor median | runtime | median | own share | own p10–p90 | own ÷ runc's own |\n\
          |---|---:|---|---:|---:|---|---:|"
     );
@@ -187,6 +192,23 @@ mod tests {
         let own = own_share(&s, "runc", "start_total").unwrap();
         assert!(own.spread.is_none());
         assert_eq!(own.p50, 105.0 - 60.0);
+    }
+
+    #[test]
+    fn runtimes_in_turn_are_not_paired_round_by_round() {
+        let mut s = sec();
+        s.runtimes_in_turn = true;
+        let own = own_share(&s, "runc", "start_total").unwrap();
+        assert!(own.spread.is_none() && own.paired.is_empty());
+        assert_eq!(own.p50, 100.0 - 60.0);
+        let mut out = String::new();
+        table(
+            &mut out,
+            &s,
+            &["runc".into(), "stockade".into(), FLOOR.into()],
+        );
+        assert!(out.contains("difference of the medians"), "{out}");
+        assert!(out.contains("(unpaired)"), "{out}");
     }
 
     #[test]

@@ -25,6 +25,10 @@ pub struct Section {
     /// Runtime label -> why it has no (or incomplete) samples here.
     pub failures: BTreeMap<String, String>,
     pub notes: Vec<String>,
+    /// The runtimes ran one after the other, not round by round: sample i of one runtime
+    /// and of the floor were not taken together, so own shares are differences of medians.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub runtimes_in_turn: bool,
     /// Why the whole section did not run.
     pub skipped: Option<String>,
     /// Folded call stacks ("frame;frame;frame count" lines) by name, for flame graphs.

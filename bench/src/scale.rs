@@ -2,12 +2,13 @@
 //! the same runtime already running, and the shims' memory at each level (the memory
 //! section is the top level's).
 
+use crate::floor;
 use crate::lifecycle::{discard_pod, pod_cycle, wait_state, SLEEP_CMD};
 use crate::memory::{self, mem_available_kb};
 use crate::model::Section;
 use crate::phases::Ran;
 use crate::report::Figure;
-use crate::runtimes::{active_runtimes, Rt};
+use crate::runtimes::{active, Rt, FLOOR};
 use crate::stats::summarize;
 use crate::svg;
 use crate::util::{bar, check_stop};
@@ -95,7 +96,9 @@ pub fn run(
              running), and the shims of the running pods are measured \
              (`shim_pss_per_pod_<N>_pods`, `shim_rss_per_pod_<N>_pods`). Levels cannot \
              interleave runtimes (each node holds one runtime's pods), so drift on the \
-             machine between runtimes is not cancelled out here.",
+             machine between runtimes is not cancelled out here. The floor runs the same \
+             levels: its growth is containerd's and CNI's, which every runtime pays, and each \
+             runtime's own share is its figure minus the floor's at the same level.",
             SLEEP_CMD.join(" ")
         ),
     );
@@ -105,8 +108,10 @@ pub fn run(
         "",
     );
     mem.method = memory::method(top);
-    // Seccomp changes neither start path nor shim memory; the floor has no shim to weigh.
-    let rts: Vec<Rt> = active_runtimes(rts, &mut sec)
+    sec.runtimes_in_turn = true;
+    // Seccomp changes neither start path nor shim memory. The floor runs too: its growth
+    // is containerd's (and CNI's), which every runtime pays as the node fills up.
+    let rts: Vec<Rt> = active(rts, &mut sec)
         .into_iter()
         .filter(|r| !r.runc_seccomp)
         .collect();
@@ -139,7 +144,50 @@ pub fn run(
         }
     }
     pb.finish_and_clear();
+    own_share_notes(&mut sec, &levels);
     Ok((sec, mem))
+}
+
+/// How the floor grew from the first level to the last, and each runtime's own share
+/// (its p50 minus the floor's at the same level) at both: the growth that is its own.
+fn own_share_notes(sec: &mut Section, levels: &[usize]) {
+    let (Some(&first), Some(&last)) = (levels.first(), levels.last()) else {
+        return;
+    };
+    let p50 = |runtime: &str, level: usize| {
+        sec.samples(runtime, &start_metric(level))
+            .and_then(|s| summarize(&s.samples))
+            .map(|s| s.p50)
+    };
+    let (Some(f0), Some(f1)) = (p50(FLOOR, first), p50(FLOOR, last)) else {
+        return;
+    };
+    let mut notes = vec![format!(
+        "the floor (containerd's own share) at {first} → {last} pods: {f0:.1} → {f1:.1} ms \
+         ({:.3}×, {:+.1} ms)",
+        f1 / f0,
+        f1 - f0
+    )];
+    let runtimes: std::collections::BTreeSet<&str> = sec
+        .series
+        .iter()
+        .map(|s| s.runtime.as_str())
+        .filter(|r| *r != FLOOR)
+        .collect();
+    for rt in runtimes {
+        let own = |level| floor::own_share(sec, rt, &start_metric(level)).map(|o| o.p50);
+        if let (Some(r0), Some(r1), Some(own0), Some(own1)) =
+            (p50(rt, first), p50(rt, last), own(first), own(last))
+        {
+            notes.push(format!(
+                "{rt}: start p50 {r0:.1} → {r1:.1} ms ({:+.1} ms); own share {own0:.1} → \
+                 {own1:.1} ms ({:.3}×)",
+                r1 - r0,
+                own1 / own0
+            ));
+        }
+    }
+    sec.notes.extend(notes);
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -177,6 +225,9 @@ fn one_runtime(
                 "ms",
                 t.elapsed().as_secs_f64() * 1e3 / level as f64,
             );
+        }
+        // The floor's shim is the bench's own stand-in: nothing to weigh.
+        if level > 0 && !rt.is_floor() {
             // Let lazily touched pages settle before weighing the shims.
             std::thread::sleep(Duration::from_secs(2));
             let snap = memory::snapshot(c, rt, level)?;
@@ -201,6 +252,10 @@ fn one_runtime(
             check_stop()?;
             let cycle = pod_cycle(cri, rt, &format!("bench-scale-{}-{level}-{i}", rt.label))?;
             sec.push(&rt.label, &start_metric(level), "ms", cycle.start_total);
+            if rt.is_floor() {
+                pb.inc(1);
+                continue;
+            }
             for (kind, id) in [("sandbox", &cycle.pod_id), ("app", &cycle.container_id)] {
                 ran.push(Ran {
                     runtime: rt.label.clone(),
