@@ -47,8 +47,6 @@ pub struct Containerd {
     /// Runtime state: containerd's `state`, runc's root and, unless started with another,
     /// the Stockade shims' state live below (`<dir>/run` on a tmpfs, else `<dir>`).
     pub run_dir: PathBuf,
-    /// `run_dir` is a tmpfs of the instance's own ([`StartOptions::run_on_tmpfs`]).
-    run_on_tmpfs: bool,
     /// The gRPC socket.
     pub socket: PathBuf,
     pub config_path: PathBuf,
@@ -175,7 +173,6 @@ impl Containerd {
             root: options.root.clone().unwrap_or_else(|| dir.join("root")),
             state: run_dir.join("state"),
             run_dir,
-            run_on_tmpfs: options.run_on_tmpfs,
             socket: dir.join("containerd.sock"),
             config_path: dir.join("config.toml"),
             log_path: dir.join("containerd.log"),
@@ -226,7 +223,8 @@ impl Containerd {
     }
 
     fn write_files(&self) -> Result<()> {
-        if self.run_on_tmpfs {
+        // A run dir of its own is the instance's tmpfs ([`StartOptions::run_on_tmpfs`]).
+        if self.run_dir != self.dir {
             std::fs::create_dir(&self.run_dir)
                 .with_context(|| format!("creating {}", self.run_dir.display()))?;
             // Traversable, not readable, like the instance's dir; unmounted on teardown

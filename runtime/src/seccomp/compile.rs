@@ -427,15 +427,8 @@ fn build(
         filter: describe,
         source,
     })?;
-    // Right after seccompiler's architecture check (3 instructions, whose only jump lands
-    // on index 3); a miss falls into seccompiler's chains, which load the number again.
-    bpf.splice(3..3, front);
-    if bpf.len() > super::BPF_MAX_LEN {
-        return Err(SeccompError::TooLarge {
-            filter: role.name(),
-            len: bpf.len(),
-        });
-    }
+    // A miss falls into seccompiler's chains, which load the number again.
+    insert_after_arch_check(&mut bpf, front, role)?;
     // ENOSYS from a rule is a "fall back to the older call" answer (clone3 -> clone), not a
     // denial worth an audit record for every thread a program starts.
     let quiet = role == Role::Action && ret == u32::from(SeccompAction::Errno(ENOSYS));
@@ -454,26 +447,33 @@ fn split_unconditional(
     chains: BTreeMap<i64, Chain>,
     hit: u32,
 ) -> (Vec<seccompiler::sock_filter>, BTreeMap<i64, Chain>) {
-    let (always, conditional): (BTreeMap<i64, Chain>, BTreeMap<i64, Chain>) = chains
-        .into_iter()
-        .partition(|(nr, chain)| *chain == Chain::Always && u32::try_from(*nr).is_ok());
-    let numbers = always
-        .keys()
-        .filter_map(|nr| u32::try_from(*nr).ok())
-        .collect();
-    match super::dispatch::search(&super::dispatch::ranges(numbers), hit) {
-        Some(search) => (search, conditional),
-        None => (Vec::new(), always.into_iter().chain(conditional).collect()),
+    let mut numbers = Vec::new();
+    let mut rest = BTreeMap::new();
+    for (nr, chain) in chains {
+        match (&chain, u32::try_from(nr)) {
+            (Chain::Always, Ok(n)) => numbers.push(n),
+            _ => {
+                rest.insert(nr, chain);
+            }
+        }
+    }
+    match super::dispatch::search(&super::dispatch::ranges(numbers.clone()), hit) {
+        Some(search) => (search, rest),
+        None => {
+            rest.extend(numbers.into_iter().map(|n| (i64::from(n), Chain::Always)));
+            (Vec::new(), rest)
+        }
     }
 }
 
-/// x86_64 only: answer every x32-ABI syscall number with ENOSYS (as a kernel built without
-/// x32 does), right after seccompiler's architecture check. x32 calls carry
-/// AUDIT_ARCH_X86_64 too, so without this a profile whose default is ALLOW could be
-/// sidestepped by `mount | 0x40000000` on kernels with x32 enabled.
-fn guard_x32(program: &mut Program) -> Result<(), SeccompError> {
-    use seccompiler::sock_filter;
-    let bpf = &mut program.bpf;
+/// Insert `insns` right after seccompiler's architecture check. Nothing jumps across that
+/// point: the check's only jump lands on index 3 itself, and seccompiler's own jumps are
+/// all forward from there.
+fn insert_after_arch_check(
+    bpf: &mut BpfProgram,
+    insns: Vec<seccompiler::sock_filter>,
+    role: Role,
+) -> Result<(), SeccompError> {
     // seccompiler starts every program with: LD arch; JEQ AUDIT_ARCH, 1, 0; RET KILL_PROCESS.
     let prologue_ok = bpf.len() >= 3
         && bpf[0].code == (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16
@@ -487,13 +487,29 @@ fn guard_x32(program: &mut Program) -> Result<(), SeccompError> {
             "seccompiler's program does not start with the expected architecture check",
         ));
     }
+    bpf.splice(3..3, insns);
+    if bpf.len() > super::BPF_MAX_LEN {
+        return Err(SeccompError::TooLarge {
+            filter: role.name(),
+            len: bpf.len(),
+        });
+    }
+    Ok(())
+}
+
+/// x86_64 only: answer every x32-ABI syscall number with ENOSYS (as a kernel built without
+/// x32 does), right after seccompiler's architecture check. x32 calls carry
+/// AUDIT_ARCH_X86_64 too, so without this a profile whose default is ALLOW could be
+/// sidestepped by `mount | 0x40000000` on kernels with x32 enabled.
+fn guard_x32(program: &mut Program) -> Result<(), SeccompError> {
+    use seccompiler::sock_filter;
     let stmt = |code: u32, k: u32| sock_filter {
         code: code as u16,
         jt: 0,
         jf: 0,
         k,
     };
-    let guard = [
+    let guard = vec![
         stmt(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 0),
         sock_filter {
             code: (libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K) as u16,
@@ -506,13 +522,5 @@ fn guard_x32(program: &mut Program) -> Result<(), SeccompError> {
             u32::from(SeccompAction::Errno(ENOSYS)),
         ),
     ];
-    // No jump crosses index 3: the prologue's only jump lands on index 3 itself.
-    bpf.splice(3..3, guard);
-    if bpf.len() > super::BPF_MAX_LEN {
-        return Err(SeccompError::TooLarge {
-            filter: program.role.name(),
-            len: program.bpf.len(),
-        });
-    }
-    Ok(())
+    insert_after_arch_check(&mut program.bpf, guard, program.role)
 }
