@@ -465,6 +465,12 @@ pub fn notes(sec: &Section) -> Vec<String> {
         let total: u64 = st.values().sum();
         let (procs, frames) = shares(&st);
         let pct = |n: u64| 100.0 * n as f64 / total.max(1) as f64;
+        // The section's `<phase> cpu_ms` is the whole per call: a process's share of the
+        // samples is its share of that (which processes libcontainer's time is spent in).
+        let per_call = key.split_once('/').and_then(|(rt, phase)| {
+            let series = sec.samples(rt, &format!("{phase} cpu_ms"))?;
+            series.samples.first().copied()
+        });
         let list = |v: &[(String, u64)], n: usize, quote: bool| {
             v.iter()
                 .take(n)
@@ -478,10 +484,24 @@ pub fn notes(sec: &Section) -> Vec<String> {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
+        let by_process = match per_call {
+            Some(ms) => procs
+                .iter()
+                .take(6)
+                .map(|(p, c)| {
+                    format!(
+                        "{p} {:.0}% ({:.1} ms per call)",
+                        pct(*c),
+                        ms * *c as f64 / total.max(1) as f64
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", "),
+            None => list(&procs, 6, false),
+        };
         out.push(format!(
-            "{key}: {total} samples; by process: {}. Largest frames (inclusive, without \
-             system-call entry and thread starts): {}.",
-            list(&procs, 6, false),
+            "{key}: {total} samples; by process: {by_process}. Largest frames (inclusive, \
+             without system-call entry and thread starts): {}.",
             list(&frames, 12, true)
         ));
     }
@@ -575,6 +595,35 @@ swapper     0/0      10.5:
         let (comm, pid, tid, t, rest) = header("opt cgu.10  3853/4249   3773.209118: x").unwrap();
         assert_eq!((comm, pid, tid, rest), ("opt cgu.10", 3853, 4249, "x"));
         assert!((t - 3773.209118).abs() < 1e-9);
+    }
+
+    #[test]
+    fn notes_split_a_calls_cpu_time_by_process() {
+        let mut sec = Section::new("flame", "F", "");
+        sec.push("stockade", "start_container cpu_ms", "ms", 20.0);
+        sec.stacks.insert(
+            "stockade/start_container".into(),
+            vec![
+                "youki:[2:INIT];init 3".into(),
+                "stockade-zygote;create 1".into(),
+            ],
+        );
+        sec.stacks
+            .insert("runc/start_container".into(), vec!["runc;run 2".into()]);
+        let notes = notes(&sec);
+        let stockade = notes.iter().find(|n| n.starts_with("stockade/")).unwrap();
+        assert!(
+            stockade.contains(
+                "youki:[2:INIT] 75% (15.0 ms per call), stockade-zygote 25% (5.0 ms per call)"
+            ),
+            "{stockade}"
+        );
+        // No per-call figure for this runtime: shares only, no made-up milliseconds.
+        let runc = notes.iter().find(|n| n.starts_with("runc/")).unwrap();
+        assert!(
+            runc.contains("by process: runc 100%.") && !runc.contains("per call"),
+            "{runc}"
+        );
     }
 
     #[test]
