@@ -2,8 +2,9 @@
 //! busy. containerd's client gives up a fifo reader it has not seen open by the time it
 //! deletes the exited process, and (2.x) closes the reader it has, dropping what it had not
 //! read yet. The shim opens a TTY process's fifos before the process runs, and publishes
-//! the exit only once the client has read the last output (shim/src/io.rs). runc's shim
-//! does neither: it runs the same execs in the same run, and its losses are reported.
+//! the exit and answers Wait only once the client has read the last output (shim/src/io.rs,
+//! shim/src/task/query.rs). runc's shim does neither: it runs the same execs in the same
+//! run, and its losses are reported.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -277,8 +277,8 @@ fn copy_until_closed(mut from: File, mut to: &File) {
 /// Wait until the reader has taken everything written to the fifo `out`, its reader is
 /// gone, or `timeout` passed. containerd's client (2.x) closes its reader as soon as it
 /// deletes an exited process, dropping what it had not read yet (`ctr exec -t` under
-/// runc's shim lost 1 in 200 outputs so on two busy cores): the exit is published only
-/// once the output has left the pipe.
+/// runc's shim lost 1 in 200 outputs so on two busy cores): the exit is published, and
+/// Wait answered, only once the output has left the pipe.
 fn wait_until_read(out: &File, timeout: Duration) {
     let read = crate::poll::poll_until(timeout, || unread_bytes(out) == 0 || !has_reader(out));
     if !read {

@@ -42,7 +42,7 @@ use crate::host::Host;
 use crate::launcher::Launcher;
 use crate::state;
 
-/// How long TaskExit waits for a TTY's output to reach the fifo.
+/// How long TaskExit and Wait wait for a TTY's output to reach the fifo.
 const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Where this shim keeps its state.

@@ -9,7 +9,7 @@ use containerd_shim_protos::api::{
 use containerd_shim_protos::protobuf::MessageField;
 
 use super::lifecycle::Phase;
-use super::{now, pid_u32, TaskService};
+use super::{now, pid_u32, TaskService, DRAIN_TIMEOUT};
 use crate::error::{Result, ShimError};
 
 fn status(phase: Phase) -> Status {
@@ -49,15 +49,22 @@ impl TaskService {
     }
 
     pub(super) async fn wait(&self, req: WaitRequest) -> Result<WaitResponse> {
-        let mut rx = {
+        let (mut rx, drained) = {
             let table = self.inner.table.lock().await;
-            table.get(&req.id)?.proc(&req.exec_id)?.life.subscribe()
+            let p = table.get(&req.id)?.proc(&req.exec_id)?;
+            (p.life.subscribe(), p.drained())
         };
         let exit = rx
             .wait_for(|e| e.is_some())
             .await
             .map_err(|_| ShimError::NotFound("process was deleted".into()))?
             .clone();
+        // As for TaskExit: `ctr tasks exec` deletes the process as soon as Wait returns,
+        // and containerd's client then closes its fifo reader, dropping a TTY's output
+        // that had not reached the fifo yet.
+        if let Some(mut drained) = drained {
+            let _ = tokio::time::timeout(DRAIN_TIMEOUT, drained.wait_for(|d| *d)).await;
+        }
         let (code, at) = exit.map(|e| (e.code, e.at)).unwrap_or((0, now()));
         Ok(WaitResponse {
             exit_status: code,

@@ -126,6 +126,57 @@ async fn wait_and_delete_race_with_the_exit() {
     assert_eq!(code(&e), Code::NOT_FOUND);
 }
 
+/// `ctr tasks exec -t` deletes the process once Wait returns, and its fifo reader goes with
+/// it: Wait on a TTY process returns only once the output has reached the fifo.
+#[tokio::test]
+async fn wait_on_a_tty_exec_returns_once_its_output_is_drained() {
+    let f = Fixture::new();
+    f.create("c1").await.unwrap();
+    f.start("c1", "").await.unwrap();
+    f.add_exec("c1", "e1").await.unwrap();
+    let pid = f.start("c1", "e1").await.unwrap();
+    let (drained, rx) = tokio::sync::watch::channel(false);
+    {
+        let mut table = f.service.inner.table.lock().await;
+        let p = table.get_mut("c1").unwrap().proc_mut("e1").unwrap();
+        p.console = Some(crate::io::Console {
+            master: std::fs::File::open("/dev/null").unwrap(),
+            drained: rx,
+        });
+    }
+    let waiter = {
+        let service = f.service.clone();
+        tokio::spawn(async move {
+            service
+                .wait(WaitRequest {
+                    id: "c1".into(),
+                    exec_id: "e1".into(),
+                    ..Default::default()
+                })
+                .await
+        })
+    };
+    // The exit's event waits for the drain too: record it on a task of its own.
+    let exit = {
+        let service = f.service.clone();
+        tokio::spawn(async move { service.on_exit(i32::try_from(pid).unwrap(), 3).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(f.status("c1", "e1").await, Status::STOPPED);
+    assert!(
+        !waiter.is_finished(),
+        "Wait returned before the output was drained"
+    );
+    drained.send(true).unwrap();
+    let wait = tokio::time::timeout(std::time::Duration::from_secs(1), waiter)
+        .await
+        .expect("Wait returns once drained")
+        .unwrap()
+        .unwrap();
+    assert_eq!(wait.exit_status, 3);
+    exit.await.unwrap();
+}
+
 #[tokio::test]
 async fn pause_and_resume_follow_the_state_machine() {
     let f = Fixture::new();
