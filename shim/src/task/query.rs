@@ -49,19 +49,28 @@ impl TaskService {
     }
 
     pub(super) async fn wait(&self, req: WaitRequest) -> Result<WaitResponse> {
-        let (mut rx, drained) = {
+        let mut rx = {
             let table = self.inner.table.lock().await;
-            let p = table.get(&req.id)?.proc(&req.exec_id)?;
-            (p.life.subscribe(), p.drained())
+            table.get(&req.id)?.proc(&req.exec_id)?.life.subscribe()
         };
         let exit = rx
             .wait_for(|e| e.is_some())
             .await
             .map_err(|_| ShimError::NotFound("process was deleted".into()))?
             .clone();
-        // As for TaskExit: `ctr tasks exec` deletes the process as soon as Wait returns,
-        // and containerd's client then closes its fifo reader, dropping a TTY's output
-        // that had not reached the fifo yet.
+        // As for TaskExit: `ctr tasks exec` (2.2) deletes the process as soon as Wait
+        // returns, and containerd's client then closes its fifo reader, dropping a TTY's
+        // output that had not reached the fifo yet. The console is looked up only now:
+        // ctr calls Wait before Start, when there is none yet. An exit is recorded only
+        // once Start has stored the pid, and with it the console.
+        let drained = {
+            let table = self.inner.table.lock().await;
+            table
+                .get(&req.id)
+                .and_then(|c| c.proc(&req.exec_id))
+                .ok()
+                .and_then(|p| p.drained())
+        };
         if let Some(mut drained) = drained {
             let _ = tokio::time::timeout(DRAIN_TIMEOUT, drained.wait_for(|d| *d)).await;
         }

@@ -126,24 +126,15 @@ async fn wait_and_delete_race_with_the_exit() {
     assert_eq!(code(&e), Code::NOT_FOUND);
 }
 
-/// `ctr tasks exec -t` deletes the process once Wait returns, and its fifo reader goes with
-/// it: Wait on a TTY process returns only once the output has reached the fifo.
+/// `ctr tasks exec -t` (2.2) deletes the process once Wait returns, and its fifo reader
+/// goes with it: Wait on a TTY process returns only once the output has reached the fifo.
+/// ctr sends Wait before Start, when the process has no console yet.
 #[tokio::test]
 async fn wait_on_a_tty_exec_returns_once_its_output_is_drained() {
     let f = Fixture::new();
     f.create("c1").await.unwrap();
     f.start("c1", "").await.unwrap();
     f.add_exec("c1", "e1").await.unwrap();
-    let pid = f.start("c1", "e1").await.unwrap();
-    let (drained, rx) = tokio::sync::watch::channel(false);
-    {
-        let mut table = f.service.inner.table.lock().await;
-        let p = table.get_mut("c1").unwrap().proc_mut("e1").unwrap();
-        p.console = Some(crate::io::Console {
-            master: std::fs::File::open("/dev/null").unwrap(),
-            drained: rx,
-        });
-    }
     let waiter = {
         let service = f.service.clone();
         tokio::spawn(async move {
@@ -156,6 +147,17 @@ async fn wait_on_a_tty_exec_returns_once_its_output_is_drained() {
                 .await
         })
     };
+    tokio::task::yield_now().await;
+    let pid = f.start("c1", "e1").await.unwrap();
+    let (drained, rx) = tokio::sync::watch::channel(false);
+    {
+        let mut table = f.service.inner.table.lock().await;
+        let p = table.get_mut("c1").unwrap().proc_mut("e1").unwrap();
+        p.console = Some(crate::io::Console {
+            master: std::fs::File::open("/dev/null").unwrap(),
+            drained: rx,
+        });
+    }
     // The exit's event waits for the drain too: record it on a task of its own.
     let exit = {
         let service = f.service.clone();
