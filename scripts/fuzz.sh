@@ -5,14 +5,15 @@
 # names the reproducer. Everything it writes is under target/: the build (target/fuzz),
 # the corpora (target/fuzz-corpus/<target>, seeded from the repository and kept between
 # runs), crash inputs (target/fuzz-artifacts/<target>) and libFuzzer's logs (target/fuzz-logs).
+# `fuzz.sh build` only builds (CI builds beside the tests and fuzzes after them).
 # FUZZ_BUILD=dev builds without optimisation (a short smoke run, e.g. CI's, spends its time
 # compiling; a long run wants the default, release).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 seconds=${1:-60}
-if ! [[ $seconds =~ ^[1-9][0-9]*$ ]]; then
-  echo "usage: $0 [SECONDS_PER_TARGET]" >&2
+if ! [[ $seconds =~ ^([1-9][0-9]*|build)$ ]]; then
+  echo "usage: $0 [SECONDS_PER_TARGET|build]  (build: only build the targets)" >&2
   exit 2
 fi
 if ! cargo fuzz --version >/dev/null 2>&1; then
@@ -38,6 +39,7 @@ case $profile in
 esac
 RUSTC_BOOTSTRAP=1 cargo fuzz build "${build_flags[@]}" --target-dir "$build_dir"
 echo "fuzz: built in $(($(date +%s) - build_started))s"
+[ "$seconds" != build ] || exit 0
 host=$(rustc -vV | sed -n 's/^host: //p')
 bin_dir=$build_dir/$host/$([ "$profile" = dev ] && echo debug || echo release)
 

@@ -11,7 +11,8 @@
 #          alert-rule checks, the Prometheus round trip), file (checks the probe is static),
 #          systemd (systemd-analyze verifies the exporter's unit), e2fsprogs (the cgroup v2 VM
 #          suite puts the guest's /tmp on an ext4 image), kmod (the VM kit runs depmod on the
-#          guest kernel it unpacks)
+#          guest kernel it unpacks), jq (scripts/test-bins.sh reads cargo's JSON for the
+#          test executables)
 #   lint   rustfmt and clippy
 #   fuzz   build + g++ (libFuzzer is C++) and cargo-fuzz
 #
@@ -26,7 +27,7 @@ fi
 
 build=(gcc libc6-dev protobuf-compiler make pkg-config libelf-dev zlib1g-dev)
 demo=("${build[@]}" containerd runc busybox-static containernetworking-plugins iproute2)
-test=("${demo[@]}" prometheus file systemd e2fsprogs kmod)
+test=("${demo[@]}" prometheus file systemd e2fsprogs kmod jq)
 fuzz=("${build[@]}" g++)
 
 packages=()

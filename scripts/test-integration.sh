@@ -1,30 +1,40 @@
 #!/usr/bin/env bash
-# The integration suite (cargo test -p stockade-integration) against each containerd of
-# the test matrix, one after the other: Debian's containerd 1.6 (from PATH), then the
-# shared containerd 2.x build ($STOCKADE_SHARED/containerd-2/bin, default ../shared) at
-# its CRI defaults. Where the shared build is absent, that run is skipped, loudly.
-# Prints each run's duration; fails if any run failed.
+# The integration suite (the test targets of stockade-integration) against each
+# containerd of the test matrix, one after the other: Debian's containerd 1.6 (from PATH),
+# then the shared containerd 2.x build ($STOCKADE_SHARED/containerd-2/bin, default
+# ../shared) at its CRI defaults. Where the shared build is absent, that run is skipped,
+# loudly. The test executables are the ones `make build` built (scripts/test-bins.sh), run
+# from the package's directory as `cargo test` would, one test at a time. Prints each
+# run's duration and failed targets; fails if any run failed.
 #
 # Environment: CARGO (cargo), STOCKADE_SHARED, STOCKADE_CONTAINERD2 (the 2.x bin dir),
-# INTEGRATION_ARGS (extra `cargo test` arguments, e.g. `--test deploy`).
+# INTEGRATION_TESTS (the targets to run, e.g. "deploy races"; default all).
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
-CARGO=${CARGO:-cargo}
 SHARED=${STOCKADE_SHARED:-$PWD/../shared}
 C2=${STOCKADE_CONTAINERD2:-$SHARED/containerd-2/bin}
-read -ra extra <<<"${INTEGRATION_ARGS:-}"
+read -ra targets <<<"${INTEGRATION_TESTS:-}"
+listing=$(scripts/test-bins.sh stockade-integration "${targets[@]}") || exit 2
+mapfile -t bins <<<"$listing"
 summary=()
 failed=0
 
 run() { # LABEL ENV...
-  local label=$1 start rc
+  local label=$1 start line name bin broken=()
   shift
   echo "==== integration suite: $label" >&2
   start=$(date +%s)
-  env "$@" "$CARGO" test -p stockade-integration --no-fail-fast "${extra[@]}" -- --test-threads=1
-  rc=$?
-  summary+=("$label: $([ $rc = 0 ] && echo passed || echo FAILED) in $(( $(date +%s) - start ))s")
-  [ $rc = 0 ] || failed=1
+  for line in "${bins[@]}"; do
+    name=${line%% *} bin=${line#* }
+    echo "     Running $name ($bin)"
+    (cd integration && env "$@" "$bin" --test-threads=1) || broken+=("$name")
+  done
+  if [ ${#broken[@]} = 0 ]; then
+    summary+=("$label: passed in $(( $(date +%s) - start ))s")
+  else
+    summary+=("$label: FAILED in $(( $(date +%s) - start ))s (${broken[*]})")
+    failed=1
+  fi
 }
 
 run "containerd 1.6 (Debian)" -u STOCKADE_CONTAINERD

@@ -21,6 +21,9 @@ use stockade_runtime::hardener::storage::{ANNOTATION_BYTES, ANNOTATION_INODES};
 
 const GIB: u64 = 1 << 30;
 const MIB: u64 = 1 << 20;
+/// The bound the quota test sets: small, since every byte is written through an
+/// emulated disk in the cgroup2 VM (a 1 GiB bound took five minutes there).
+const LIMIT_MIB: u64 = 128;
 
 /// An ext4 image with the `project,quota` features, loop-mounted with prjquota in a temp
 /// dir; unmounted and detached on Drop (also when the test fails).
@@ -160,8 +163,8 @@ fn figure(out: &Output, key: &str) -> Option<u64> {
 }
 
 /// Writes until the first error; prints what dd said and how many bytes landed. O_DIRECT:
-/// buffered, 1 GiB of dirty pages meets the container's 1 GiB memory limit first (an OOM
-/// kill in the slow cgroup2 VM), which is not what this measures.
+/// buffered, the dirty pages would be charged to the container's memory limit (an OOM
+/// kill in the slow cgroup2 VM once, at a 1 GiB bound), which is not what this measures.
 const FILL_BYTES: &str =
     "dd if=/dev/zero of=/tmp/fill bs=1M count=$MIB oflag=direct 2>/tmp/dd.err; \
      echo dd=$?; tail -n1 /tmp/dd.err; cat /tmp/dd.err | grep -i 'space\\|quota'; \
@@ -180,7 +183,7 @@ fn claims_left(c: &Containerd) -> Vec<PathBuf> {
 
 #[test]
 fn ephemeral_storage_is_bounded_by_a_project_quota() {
-    let fs = match QuotaFs::make(3 * GIB) {
+    let fs = match QuotaFs::make(GIB) {
         Ok(fs) => fs,
         Err(why) if std::env::var_os("STOCKADE_REQUIRE_PRJQUOTA").is_none() => {
             eprintln!(
@@ -200,26 +203,27 @@ fn ephemeral_storage_is_bounded_by_a_project_quota() {
     let stockade = TestRuntime::stockade().expect("default profile");
     let runc = TestRuntime::runc();
 
-    // 1 GiB: dd stops there.
-    let gib = format!("{ANNOTATION_BYTES}=1Gi");
-    let script = FILL_BYTES.replace("$MIB", "1500");
+    // LIMIT_MIB: dd stops there.
+    let limit = LIMIT_MIB * MIB;
+    let bound = format!("{ANNOTATION_BYTES}={LIMIT_MIB}Mi");
+    let script = FILL_BYTES.replace("$MIB", &(LIMIT_MIB * 3 / 2).to_string());
     let out = ctr_run(
         &c,
         &stockade,
-        std::slice::from_ref(&gib),
+        std::slice::from_ref(&bound),
         "fill-bytes",
         &script,
     );
     let bytes = figure(&out, "bytes").unwrap_or_else(|| panic!("{}", describe(&out)));
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     eprintln!(
-        "[prjquota] stockade, 1 GiB limit: dd stopped at {bytes} bytes ({:.3} GiB): {}",
-        bytes as f64 / GIB as f64,
+        "[prjquota] stockade, {LIMIT_MIB} MiB limit: dd stopped at {bytes} bytes ({:.1} MiB): {}",
+        bytes as f64 / MIB as f64,
         text.replace('\n', " | ")
     );
     assert!(
-        bytes > GIB - 16 * MIB && bytes <= GIB,
-        "stockade wrote {bytes} bytes under a 1 GiB limit: {}",
+        bytes > limit - 16 * MIB && bytes <= limit,
+        "stockade wrote {bytes} bytes under a {LIMIT_MIB} MiB limit: {}",
         describe(&out)
     );
     assert!(
@@ -227,12 +231,13 @@ fn ephemeral_storage_is_bounded_by_a_project_quota() {
         "dd did not stop on a full quota: {}",
         describe(&out)
     );
-    // runc in the same run: no bound, past 1 GiB (1100 MiB asked, all written).
-    let script = FILL_BYTES.replace("$MIB", "1100");
-    let out = ctr_run(&c, &runc, &[gib], "fill-bytes-runc", &script);
+    // runc in the same run: no bound, past it (a quarter more asked, all written).
+    let past = LIMIT_MIB * 5 / 4;
+    let script = FILL_BYTES.replace("$MIB", &past.to_string());
+    let out = ctr_run(&c, &runc, &[bound], "fill-bytes-runc", &script);
     let runc_bytes = figure(&out, "bytes").unwrap_or_else(|| panic!("{}", describe(&out)));
     eprintln!("[prjquota] runc: wrote {runc_bytes} bytes");
-    assert_eq!(runc_bytes, 1100 * MIB, "runc: {}", describe(&out));
+    assert_eq!(runc_bytes, past * MIB, "runc: {}", describe(&out));
 
     // Inodes: 500, then the next file fails.
     let inodes = format!("{ANNOTATION_INODES}=500");
