@@ -126,6 +126,7 @@ async fn serve(
         Arc::new(RealHost::new(state)),
         Arc::new(RemoteEvents::new(publisher, &flags.namespace)),
     );
+    service.warm_up();
     let task: Arc<dyn Task + Send + Sync> = Arc::new(service.clone());
     let v3 = create_task(task.clone());
     let v2 = create_task(task)

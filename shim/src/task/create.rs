@@ -315,6 +315,26 @@ impl TaskService {
         })
     }
 
+    /// Loads the profile this shim was started with before the first Create asks for it.
+    /// containerd connects and sends the sandbox's Create only once `start` has returned,
+    /// and that round trip hides the load (its TOML, its seccomp filter compiled, the
+    /// kubelet range read and checked). A failure is left for that Create to report.
+    pub fn warm_up(&self) {
+        let service = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let Ok(path) = state::profile_path(None) else {
+                return;
+            };
+            let loaded = service
+                .inner
+                .profiles
+                .load(&path, |profile| service.check_kubelet_overlap(profile));
+            if let Err(e) = loaded {
+                tracing::debug!(profile = %path.display(), error = %e, "profile not loaded ahead");
+            }
+        });
+    }
+
     /// The shim refuses a profile whose ID pool overlaps kubelet's user-namespace range.
     fn check_kubelet_overlap(&self, profile: &Profile) -> std::result::Result<(), String> {
         let source = profile.source.display();

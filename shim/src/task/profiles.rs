@@ -1,6 +1,8 @@
 //! Profiles already loaded by this shim: every container of a pod names the same profile,
 //! and loading one parses its TOML, reads its seccomp JSON and compiles it. A profile is
-//! loaded again when its file or its seccomp file changed on disk.
+//! loaded again when its file or its seccomp file changed on disk. Loads are one at a time,
+//! so a Create that comes while the server's warm-up loads the profile waits for that load
+//! instead of doing it again.
 
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
@@ -46,10 +48,11 @@ struct Cached {
 #[derive(Default)]
 pub struct ProfileCache {
     loaded: Mutex<HashMap<PathBuf, Cached>>,
+    /// Held while a profile is read from disk.
+    loading: Mutex<()>,
 }
 
 impl ProfileCache {
-    /// The profile at `path`, from the cache while neither of its files changed.
     /// The profile at `path`, loaded and passed through `check` once, and again whenever
     /// one of its files changes; a profile that fails `check` is not kept.
     pub fn load(
@@ -57,6 +60,11 @@ impl ProfileCache {
         path: &Path,
         check: impl FnOnce(&Profile) -> Result<(), String>,
     ) -> Result<Arc<Profile>, String> {
+        if let Some(profile) = self.fresh(path) {
+            return Ok(profile);
+        }
+        // A poisoned lock only means another load panicked: loading again is still right.
+        let _loading = self.loading.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(profile) = self.fresh(path) {
             return Ok(profile);
         }
@@ -101,6 +109,17 @@ mod tests {
         path
     }
 
+    /// A profile named `name` in `dir`, with a copy of the shipped seccomp file beside it.
+    fn profile_with_seccomp(dir: &Path, name: &str) -> PathBuf {
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../profiles");
+        std::fs::copy(
+            shipped.join("seccomp/default.json"),
+            dir.join("seccomp.json"),
+        )
+        .unwrap();
+        write_profile(dir, name)
+    }
+
     #[test]
     fn a_profile_is_loaded_once_and_again_when_either_file_changes() {
         let dir = tempfile::tempdir().unwrap();
@@ -135,15 +154,43 @@ mod tests {
     }
 
     #[test]
+    fn a_load_that_comes_during_another_waits_for_it_instead_of_loading_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = profile_with_seccomp(dir.path(), "warmed");
+        let cache = Arc::new(ProfileCache::default());
+        let checks = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (started, in_check) = std::sync::mpsc::channel();
+        let warm_up = {
+            let (cache, checks, path) = (cache.clone(), checks.clone(), path.clone());
+            std::thread::spawn(move || {
+                cache.load(&path, |_| {
+                    checks.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    started.send(()).unwrap();
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                    Ok(())
+                })
+            })
+        };
+        // The warm-up is inside its load now: this one must wait for it.
+        in_check.recv().unwrap();
+        let second = cache
+            .load(&path, |_| {
+                checks.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                Ok(())
+            })
+            .unwrap();
+        let first = warm_up.join().unwrap().unwrap();
+        assert_eq!(checks.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert!(
+            Arc::ptr_eq(&first, &second),
+            "the waiting load got the warm-up's"
+        );
+    }
+
+    #[test]
     fn the_check_runs_on_load_only_and_a_failed_one_is_not_kept() {
         let dir = tempfile::tempdir().unwrap();
-        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../profiles");
-        std::fs::copy(
-            shipped.join("seccomp/default.json"),
-            dir.path().join("seccomp.json"),
-        )
-        .unwrap();
-        let path = write_profile(dir.path(), "checked");
+        let path = profile_with_seccomp(dir.path(), "checked");
         let cache = ProfileCache::default();
         let refused = cache.load(&path, |_| Err("overlaps kubelet".into()));
         assert_eq!(refused.err().as_deref(), Some("overlaps kubelet"));
