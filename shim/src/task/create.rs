@@ -256,16 +256,10 @@ impl TaskService {
             .map_err(|e| ShimError::InvalidArgument(format!("{e:#}")))?;
         let profile = {
             let (service, p) = (self.clone(), profile_path.clone());
-            tokio::task::spawn_blocking(move || {
-                // Checked when the profile is (re)loaded, not on every Create.
-                service
-                    .inner
-                    .profiles
-                    .load(&p, |profile| service.check_kubelet_overlap(profile))
-            })
-            .await
-            .map_err(|e| ShimError::Internal(e.into()))?
-            .map_err(ShimError::InvalidArgument)?
+            tokio::task::spawn_blocking(move || service.load_profile(&p))
+                .await
+                .map_err(|e| ShimError::Internal(e.into()))?
+                .map_err(ShimError::InvalidArgument)?
         };
         let config = bundle.join("config.json");
         let original = bundle.join(state::ORIGINAL_SPEC);
@@ -325,14 +319,18 @@ impl TaskService {
             let Ok(path) = state::profile_path(None) else {
                 return;
             };
-            let loaded = service
-                .inner
-                .profiles
-                .load(&path, |profile| service.check_kubelet_overlap(profile));
-            if let Err(e) = loaded {
+            if let Err(e) = service.load_profile(&path) {
                 tracing::debug!(profile = %path.display(), error = %e, "profile not loaded ahead");
             }
         });
+    }
+
+    /// The profile at `path`, from the cache; checked against kubelet's range when it is
+    /// (re)loaded, not on every Create. Blocks: call it on a blocking thread.
+    fn load_profile(&self, path: &Path) -> std::result::Result<Arc<Profile>, String> {
+        self.inner
+            .profiles
+            .load(path, |profile| self.check_kubelet_overlap(profile))
     }
 
     /// The shim refuses a profile whose ID pool overlaps kubelet's user-namespace range.

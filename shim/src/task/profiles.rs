@@ -1,8 +1,8 @@
 //! Profiles already loaded by this shim: every container of a pod names the same profile,
 //! and loading one parses its TOML, reads its seccomp JSON and compiles it. A profile is
-//! loaded again when its file or its seccomp file changed on disk. Loads are one at a time,
-//! so a Create that comes while the server's warm-up loads the profile waits for that load
-//! instead of doing it again.
+//! loaded again when its file or its seccomp file changed on disk. The cache is locked for
+//! the whole of a load, so a Create that comes while the server's warm-up loads the profile
+//! waits for that load instead of doing it again.
 
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
@@ -48,8 +48,6 @@ struct Cached {
 #[derive(Default)]
 pub struct ProfileCache {
     loaded: Mutex<HashMap<PathBuf, Cached>>,
-    /// Held while a profile is read from disk.
-    loading: Mutex<()>,
 }
 
 impl ProfileCache {
@@ -60,34 +58,25 @@ impl ProfileCache {
         path: &Path,
         check: impl FnOnce(&Profile) -> Result<(), String>,
     ) -> Result<Arc<Profile>, String> {
-        if let Some(profile) = self.fresh(path) {
-            return Ok(profile);
-        }
         // A poisoned lock only means another load panicked: loading again is still right.
-        let _loading = self.loading.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(profile) = self.fresh(path) {
-            return Ok(profile);
+        let mut loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(cached) = loaded.get(path) {
+            let now = stamps(path, &cached.profile);
+            if now[0].is_some() && now == cached.stamps {
+                return Ok(cached.profile.clone());
+            }
         }
         let profile = Arc::new(Profile::load(path).map_err(|e: ProfileError| e.to_string())?);
         check(&profile)?;
         let stamps = stamps(path, &profile);
-        if let Ok(mut loaded) = self.loaded.lock() {
-            loaded.insert(
-                path.to_path_buf(),
-                Cached {
-                    profile: profile.clone(),
-                    stamps,
-                },
-            );
-        }
+        loaded.insert(
+            path.to_path_buf(),
+            Cached {
+                profile: profile.clone(),
+                stamps,
+            },
+        );
         Ok(profile)
-    }
-
-    fn fresh(&self, path: &Path) -> Option<Arc<Profile>> {
-        let loaded = self.loaded.lock().ok()?;
-        let cached = loaded.get(path)?;
-        let now = stamps(path, &cached.profile);
-        (now[0].is_some() && now == cached.stamps).then(|| cached.profile.clone())
     }
 }
 
@@ -123,10 +112,8 @@ mod tests {
     #[test]
     fn a_profile_is_loaded_once_and_again_when_either_file_changes() {
         let dir = tempfile::tempdir().unwrap();
-        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../profiles");
+        let path = profile_with_seccomp(dir.path(), "one");
         let seccomp = dir.path().join("seccomp.json");
-        std::fs::copy(shipped.join("seccomp/default.json"), &seccomp).unwrap();
-        let path = write_profile(dir.path(), "one");
         let cache = ProfileCache::default();
         let first = cache.load(&path, |_| Ok(())).unwrap();
         assert!(
