@@ -380,6 +380,20 @@ impl Containerd {
         lines[lines.len().saturating_sub(n)..].join("\n")
     }
 
+    /// A failed test's whole containerd log (the shims' logs are in it) copied to
+    /// `$STOCKADE_KEEP_LOGS/<name>.log`, where that is set: the temp dir goes with the test,
+    /// and CI shows only the last lines.
+    fn keep_log(&self) {
+        let Some(dir) = std::env::var_os("STOCKADE_KEEP_LOGS") else {
+            return;
+        };
+        let kept = PathBuf::from(dir).join(format!("{}.log", self.name));
+        match std::fs::copy(&self.log_path, &kept) {
+            Ok(_) => eprintln!("[harness] containerd log kept at {}", kept.display()),
+            Err(e) => eprintln!("[harness] keeping the log at {}: {e}", kept.display()),
+        }
+    }
+
     /// Stop containerd by its PID (SIGTERM, then SIGKILL), leaving shims and containers.
     pub fn stop_daemon(&mut self) -> Result<()> {
         let Some(mut child) = self.child.take() else {
@@ -552,6 +566,7 @@ impl Drop for Containerd {
                 self.name,
                 self.log_tail(40)
             );
+            self.keep_log();
         }
         let problems = self.teardown();
         if !problems.is_empty() {
