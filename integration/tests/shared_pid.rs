@@ -47,26 +47,19 @@ struct CgroupView {
 }
 
 const FREE_WINDOW: u32 = 4;
+const MAX_ATTEMPTS: u32 = 3;
 
 fn host_has_pid(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
 
-fn shared_pid_container(rt: &TestRuntime) -> CgroupView {
-    let c = common::start();
-    let cri = c.cri().unwrap();
-    let pod_cfg = pod_config(&cri);
-    let pod = cri.run_pod_sandbox(&pod_cfg, rt.cri_handler).unwrap();
-    let first = cri
-        .run_container(&pod, &app(&cri, rt, "first", &["sleep", "600"]), &pod_cfg)
-        .unwrap();
-
-    // Each exec takes the pod's next PIDs: stop where the next few are free on the host
-    // (the new container's init takes one of them).
+/// Execs in `first` until the pod's next few PIDs are free on the host (the next container's
+/// init takes one of them); returns the next one.
+fn drive_pod_pids_to_free_host_pids(cri: &Cri, rt: &TestRuntime, first: &str) -> u32 {
     let free_on_host = |pid: u32| (pid..pid + FREE_WINDOW).all(|p| !host_has_pid(p));
     let mut next = 0;
     for _ in 0..500 {
-        let out = cri.exec_sync(&first, &["sh", "-c", "echo $$"]).unwrap();
+        let out = cri.exec_sync(first, &["sh", "-c", "echo $$"]).unwrap();
         let pid: u32 = out.stdout.trim().parse().expect("a pid");
         next = pid + 1;
         if free_on_host(next) {
@@ -78,6 +71,17 @@ fn shared_pid_container(rt: &TestRuntime) -> CgroupView {
         "no free host PIDs found after the pod's PIDs ({})",
         rt.label
     );
+    next
+}
+
+fn shared_pid_container(rt: &TestRuntime) -> CgroupView {
+    let c = common::start();
+    let cri = c.cri().unwrap();
+    let pod_cfg = pod_config(&cri);
+    let pod = cri.run_pod_sandbox(&pod_cfg, rt.cri_handler).unwrap();
+    let first = cri
+        .run_container(&pod, &app(&cri, rt, "first", &["sleep", "600"]), &pod_cfg)
+        .unwrap();
     let pid1 = cri.exec_sync(&first, &["cat", "/proc/1/cmdline"]).unwrap();
     assert!(
         !pid1.stdout.starts_with("sleep"),
@@ -89,32 +93,50 @@ fn shared_pid_container(rt: &TestRuntime) -> CgroupView {
                   cat /sys/fs/cgroup/pids/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids.max; \
                   if touch /sys/fs/cgroup/probe 2>/dev/null; then echo writable; else echo read-only; fi; \
                   exec sleep 600";
-    let second = cri
-        .run_container(
-            &pod,
-            &app(&cri, rt, "second", &["sh", "-c", script]),
-            &pod_cfg,
-        )
-        .unwrap_or_else(|e| panic!("{}: a container at pod PID {next}: {e:#}", rt.label));
-    let host_pid = cri.container_pid(&second).unwrap();
-    let logs = stockade_integration::exec::wait_for("the view in the log", common::WAIT, || {
-        cri.container_logs(&second)
-            .ok()
-            .filter(|l| l.lines().count() >= 4)
-    })
-    .unwrap();
-    let lines: Vec<&str> = logs.lines().collect();
+    // The host allocates PIDs too (its counter wraps on a busy CI machine): where it took
+    // the container's PID before the check below, the attempt proves nothing and is made
+    // again at the pod's next free PIDs.
+    let mut attempts = 0;
+    let (second, host_pid, lines) = loop {
+        attempts += 1;
+        let next = drive_pod_pids_to_free_host_pids(&cri, rt, &first);
+        let second = cri
+            .run_container(
+                &pod,
+                &app(&cri, rt, "second", &["sh", "-c", script]),
+                &pod_cfg,
+            )
+            .unwrap_or_else(|e| panic!("{}: a container at pod PID {next}: {e:#}", rt.label));
+        let host_pid = cri.container_pid(&second).unwrap();
+        let logs =
+            stockade_integration::exec::wait_for("the view in the log", common::WAIT, || {
+                cri.container_logs(&second)
+                    .ok()
+                    .filter(|l| l.lines().count() >= 4)
+            })
+            .unwrap();
+        let lines: Vec<String> = logs.lines().map(str::to_string).collect();
+        let own_pid: u32 = lines[0]
+            .trim_start_matches("pid ")
+            .parse()
+            .expect("the container's pid");
+        if !host_has_pid(own_pid) {
+            break (second, host_pid, lines);
+        }
+        assert!(
+            attempts < MAX_ATTEMPTS,
+            "{}: the host took the container's pod PID in each of {attempts} attempts: the test proves nothing",
+            rt.label
+        );
+        eprintln!(
+            "{}: the host took pod PID {own_pid} meanwhile; again at the next free PIDs",
+            rt.label
+        );
+        cri.stop_container(&second, 5).unwrap();
+        cri.remove_container(&second).unwrap();
+    };
     let host_pids_max =
         std::fs::read_to_string(process_cgroups(host_pid).unwrap().pids.join("pids.max")).unwrap();
-    let own_pid: u32 = lines[0]
-        .trim_start_matches("pid ")
-        .parse()
-        .expect("the container's pid");
-    assert!(
-        !host_has_pid(own_pid),
-        "{}: the container's pod PID {own_pid} is in use on the host: the test proves nothing",
-        rt.label
-    );
     let view = CgroupView {
         entries: lines[1].trim().to_string(),
         pids_max_matches_host: lines[2].trim() == host_pids_max.trim(),
