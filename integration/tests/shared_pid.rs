@@ -47,7 +47,7 @@ struct CgroupView {
 }
 
 const FREE_WINDOW: u32 = 4;
-const MAX_ATTEMPTS: u32 = 3;
+const MAX_ATTEMPTS: u32 = 5;
 
 fn host_has_pid(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
@@ -100,12 +100,10 @@ fn shared_pid_container(rt: &TestRuntime) -> CgroupView {
     let (second, host_pid, lines) = loop {
         attempts += 1;
         let next = drive_pod_pids_to_free_host_pids(&cri, rt, &first);
+        // A name (and so a log file) of its own: a retry must not read the last one's log.
+        let name = format!("second-{attempts}");
         let second = cri
-            .run_container(
-                &pod,
-                &app(&cri, rt, "second", &["sh", "-c", script]),
-                &pod_cfg,
-            )
+            .run_container(&pod, &app(&cri, rt, &name, &["sh", "-c", script]), &pod_cfg)
             .unwrap_or_else(|e| panic!("{}: a container at pod PID {next}: {e:#}", rt.label));
         let host_pid = cri.container_pid(&second).unwrap();
         let logs =
