@@ -85,9 +85,20 @@ pub enum V1ManagerError {
 impl Manager {
     /// Constructs a new cgroup manager with cgroups_path being relative to the root of the subsystem
     pub fn new(cgroup_path: &Path) -> Result<Self, V1ManagerError> {
+        // Stockade patch: mountinfo and /proc/self/cgroup are read once for all twelve
+        // controllers, not twice per controller. A controller whose lookup fails is left
+        // out with the same warning as before.
+        let mounts = util::MountTable::read().map_err(V1ManagerError::from);
+        let cgroups = Self::read_process_cgroups();
         let mut subsystems = HashMap::new();
         for subsystem in CONTROLLERS {
-            if let Ok(subsystem_path) = Self::get_subsystem_path(cgroup_path, subsystem) {
+            let path = match (&mounts, &cgroups) {
+                (Ok(mounts), Ok(cgroups)) => {
+                    Self::subsystem_path(cgroup_path, subsystem, mounts, cgroups)
+                }
+                _ => Err(V1ManagerError::SubsystemDoesNotExist),
+            };
+            if let Ok(subsystem_path) = path {
                 subsystems.insert(*subsystem, subsystem_path);
             } else {
                 tracing::warn!("cgroup {} not supported on this system", subsystem);
@@ -97,21 +108,29 @@ impl Manager {
         Ok(Manager { subsystems })
     }
 
-    fn get_subsystem_path(
-        cgroup_path: &Path,
-        subsystem: &CtrlType,
-    ) -> Result<PathBuf, V1ManagerError> {
-        tracing::debug!("Get path for subsystem: {}", subsystem);
-        let mount_point = util::get_subsystem_mount_point(subsystem)?;
-
-        let cgroup = ProcessCGroups::from_read(ProcfsHandle::new()?.open(
+    fn read_process_cgroups() -> Result<ProcessCGroups, V1ManagerError> {
+        Ok(ProcessCGroups::from_read(ProcfsHandle::new()?.open(
             ProcfsBase::ProcSelf,
             "cgroup",
             OpenFlags::O_RDONLY | OpenFlags::O_CLOEXEC,
-        )?)?
-        .into_iter()
-        .find(|c| c.controllers.contains(&subsystem.to_string()))
-        .ok_or(V1ManagerError::SubsystemDoesNotExist)?;
+        )?)?)
+    }
+
+    fn subsystem_path(
+        cgroup_path: &Path,
+        subsystem: &CtrlType,
+        mounts: &util::MountTable,
+        cgroups: &ProcessCGroups,
+    ) -> Result<PathBuf, V1ManagerError> {
+        tracing::debug!("Get path for subsystem: {}", subsystem);
+        let mount_point = mounts.subsystem_mount_point(subsystem)?;
+
+        let name = subsystem.to_string();
+        let cgroup = cgroups
+            .0
+            .iter()
+            .find(|c| c.controllers.contains(&name))
+            .ok_or(V1ManagerError::SubsystemDoesNotExist)?;
 
         let p = if cgroup_path.as_os_str().is_empty() {
             mount_point.join_safely(Path::new(&cgroup.pathname))?
