@@ -20,6 +20,7 @@ fi
 grep -q '| start_total (ms) | runc |' "$dir/report.md" || fail "no runc lifecycle samples in report.md"
 grep -q '### Own share (minus the floor)' "$dir/report.md" || fail "no own-share table (the floor did not run?)"
 grep -q '^## Closing note' "$dir/report.md" || fail "report.md has no closing note"
+grep -q "runc, growth of each call's p50" "$dir/report.md" || fail "the scale section has no per-call growth note"
 # Every figure the report links exists and is an SVG.
 for svg in $(grep -o '([a-z_]*\.svg)' "$dir/report.md" | tr -d '()' | sort -u); do
     head -c 300 "$dir/$svg" | grep -q '<svg' || fail "$svg linked but missing or not SVG"

@@ -7,6 +7,7 @@ mod ctr_run;
 mod flame;
 mod floor;
 mod goals;
+mod growth;
 mod idalloc;
 mod images;
 mod lifecycle;
@@ -125,6 +126,16 @@ struct Run {
 }
 
 impl Run {
+    /// The scale section's notes on where each CRI call's growth goes, once the shim's
+    /// spans at each level are in.
+    fn note_scale_growth(&mut self) {
+        let find = |id: &str| self.sections.iter().position(|s| s.id == id);
+        let Some(scale) = find("scale") else { return };
+        let phases = find("shim_phases_scale").map(|i| &self.sections[i]);
+        let notes = growth::notes(&self.sections[scale], phases);
+        self.sections[scale].notes.extend(notes);
+    }
+
     /// Run one section; an error becomes a skipped section with the reason, never a crash.
     fn section(&mut self, id: &str, title: &str, f: impl FnOnce() -> Result<Section>) {
         let t = Instant::now();
@@ -302,6 +313,7 @@ fn containerd_sections(run: &mut Run, c: &Containerd, rts: &[Rt], st: &Settings)
             "Where Create and Start go inside the shim as the node fills up",
             || Ok(phases::scale_section(&containerd_log(c)?, &ran)),
         );
+        run.note_scale_growth();
     }
     if st.runs("workload") {
         run.section("workload", "Workload overhead inside the container", || {

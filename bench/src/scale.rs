@@ -22,6 +22,14 @@ pub fn start_metric(pods: usize) -> String {
     format!("start_total_{pods}_pods")
 }
 
+/// The CRI calls of one timed cycle, as recorded per level (`<call>_<N>_pods`):
+/// RunPodSandbox, CreateContainer, and StartContainer until ContainerStatus says running.
+pub const CALLS: &[&str] = &["run_pod_sandbox", "create_container", "start_container"];
+
+pub fn call_metric(call: &str, pods: usize) -> String {
+    format!("{call}_{pods}_pods")
+}
+
 fn pss_metric(pods: usize) -> String {
     format!("shim_pss_per_pod_{pods}_pods")
 }
@@ -93,7 +101,9 @@ pub fn run(
              started until the level is reached and kept running; then {samples} serial CRI \
              cycles (as in the serial lifecycle section) are timed at that level \
              (`start_total_<N>_pods` = RunPodSandbox → running with N pods already \
-             running), and the shims of the running pods are measured \
+             running; `run_pod_sandbox_<N>_pods`, `create_container_<N>_pods` and \
+             `start_container_<N>_pods` (StartContainer → running) are its CRI calls), and \
+             the shims of the running pods are measured \
              (`shim_pss_per_pod_<N>_pods`, `shim_rss_per_pod_<N>_pods`). Levels cannot \
              interleave runtimes (each node holds one runtime's pods), so drift on the \
              machine between runtimes is not cancelled out here. The floor runs the same \
@@ -249,6 +259,9 @@ fn one_runtime(
             check_stop()?;
             let cycle = pod_cycle(cri, rt, &format!("bench-scale-{}-{level}-{i}", rt.label))?;
             sec.push(&rt.label, &start_metric(level), "ms", cycle.start_total);
+            for (call, ms) in CALLS.iter().zip([cycle.run_pod, cycle.create, cycle.start]) {
+                sec.push(&rt.label, &call_metric(call, level), "ms", ms);
+            }
             // The floor's shim writes no spans to break down.
             if !rt.is_floor() {
                 for (kind, id) in [("sandbox", &cycle.pod_id), ("app", &cycle.container_id)] {
