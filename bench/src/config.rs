@@ -71,6 +71,11 @@ pub struct Args {
     /// tmpfs like a node's /run: to see what a disk-backed state dir costs.
     #[arg(long)]
     pub state_on_disk: bool,
+    /// Copy the private containerd's log, which holds every shim's log (Stockade's spans
+    /// and libcontainer's steps at debug level, with timestamps), to this file before the
+    /// run stops containerd: to see where a phase's time went.
+    #[arg(long)]
+    pub keep_containerd_log: Option<PathBuf>,
     /// Re-render report.md and the figures of an existing results directory from its
     /// results.json (no measurement).
     #[arg(long, value_name = "DIR")]

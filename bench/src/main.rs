@@ -445,6 +445,15 @@ fn run(args: &Args) -> Result<PathBuf> {
                     Duration::from_secs(if settings.quick { 60 } else { 120 }),
                 );
                 containerd_sections(&mut run, &c, &rts, &settings);
+                if let Some(to) = &args.keep_containerd_log {
+                    match std::fs::copy(&c.log_path, to) {
+                        Ok(_) => eprintln!("   containerd's log kept in {}", to.display()),
+                        Err(e) => eprintln!(
+                            "   could not keep containerd's log in {}: {e}",
+                            to.display()
+                        ),
+                    }
+                }
                 eprintln!("== stopping containerd and cleaning up");
                 drop(c);
             }

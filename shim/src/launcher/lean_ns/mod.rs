@@ -1,9 +1,9 @@
 //! A small mount namespace for libcontainer's steps.
 //!
-//! Creating one container reads the whole of /proc/self/mountinfo about ten times:
-//! libcgroups' v1 manager walks it to the end once for every controller the node has not
-//! mounted, in the zygote and again in libcontainer's intermediate process, and the init
-//! reads it twice after copying the zygote's mount namespace. With 250 pods the node's
+//! Creating one container reads the whole of /proc/self/mountinfo several times:
+//! libcgroups' v1 manager reads it (once per manager since third_party/libcgroups' patch,
+//! once per controller before) in the zygote and again in libcontainer's intermediate
+//! process, and the init reads it twice after copying the zygote's mount namespace. With 250 pods the node's
 //! table holds a thousand mounts, most of them other pods' overlays, whose options the
 //! kernel escapes character by character on every read. So the zygote creates, execs
 //! into, signals and deletes containers in a namespace that holds only what those steps
