@@ -67,6 +67,10 @@ pub fn run(flags: &Flags, state: StateDir) -> anyhow::Result<()> {
     crate::cgroups::detect();
     let args = std::env::args_os().skip(1).collect();
     let zygote = Zygote::fork(&[ready.as_raw_fd(), listener.as_raw_fd()], args)?;
+    // After the fork (the window writes from a thread of its own, and the zygote must be
+    // forked from a single-threaded process): a new server means a new pod, whose first
+    // cgroup move is coming; its grace period starts now (TaskService::hold_start_window).
+    let start_window = crate::cgroups::open_attach_window();
     // One thread serves everything (a pod's Task calls come one at a time, and what
     // blocks goes to the blocking pool): every thread costs each pod's shim its stack.
     // Blocking threads go once idle for a second, for the same reason.
@@ -75,7 +79,15 @@ pub fn run(flags: &Flags, state: StateDir) -> anyhow::Result<()> {
         .thread_keep_alive(std::time::Duration::from_secs(1))
         .build()
         .context("tokio runtime")?;
-    let result = runtime.block_on(serve(flags, state, &path, listener, zygote, ready));
+    let result = runtime.block_on(serve(
+        flags,
+        state,
+        &path,
+        listener,
+        zygote,
+        ready,
+        start_window,
+    ));
     // Blocking threads may still wait on a fifo nobody opens; don't wait for them.
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));
     result
@@ -109,6 +121,7 @@ async fn serve(
     listener: UnixListener,
     zygote: Zygote,
     ready: OwnedFd,
+    start_window: stockade_cgroups::AttachWindow,
 ) -> anyhow::Result<()> {
     let ttrpc_address = std::env::var("TTRPC_ADDRESS").context("TTRPC_ADDRESS is not set")?;
     let publisher = RemotePublisher::new(&ttrpc_address)
@@ -127,6 +140,7 @@ async fn serve(
         Arc::new(RemoteEvents::new(publisher, &flags.namespace)),
     );
     service.warm_up();
+    service.hold_start_window(start_window);
     let task: Arc<dyn Task + Send + Sync> = Arc::new(service.clone());
     let v3 = create_task(task.clone());
     let v2 = create_task(task)

@@ -70,6 +70,7 @@ impl TaskService {
         }
         // Open until this Create returns: libcontainer moves the container then.
         let _attach_window = crate::cgroups::open_attach_window();
+        self.close_start_window();
         let d = self
             .decide(&req, &bundle)
             .instrument(tracing::debug_span!("create.decide"))
