@@ -116,13 +116,9 @@ impl TaskService {
 
     /// The server's start window goes once a Create's own is open.
     fn close_start_window(&self) {
-        let window = self
-            .inner
-            .start_window
-            .lock()
-            .ok()
-            .and_then(|mut s| s.take());
-        drop(window);
+        if let Ok(mut slot) = self.inner.start_window.lock() {
+            slot.take();
+        }
     }
 
     /// Resolves once containerd's Shutdown found no container left.

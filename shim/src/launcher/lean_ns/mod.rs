@@ -3,11 +3,12 @@
 //! Creating one container reads the whole of /proc/self/mountinfo several times:
 //! libcgroups' v1 manager reads it (once per manager since third_party/libcgroups' patch,
 //! once per controller before) in the zygote and again in libcontainer's intermediate
-//! process, and the init reads it twice after copying the zygote's mount namespace. With 250 pods the node's
-//! table holds a thousand mounts, most of them other pods' overlays, whose options the
-//! kernel escapes character by character on every read. So the zygote creates, execs
-//! into, signals and deletes containers in a namespace that holds only what those steps
-//! touch, at the same paths, and returns to the node's namespace after each step.
+//! process, and the init reads it twice after copying the zygote's mount namespace. With
+//! 250 pods the node's table holds a thousand mounts, most of them other pods' overlays,
+//! whose options the kernel escapes character by character on every read. So the zygote
+//! creates, execs into, signals and deletes containers in a namespace that holds only what
+//! those steps touch, at the same paths, and returns to the node's namespace after each
+//! step.
 //!
 //! The zygote makes that namespace once, from a copy of the node's, with what every step
 //! touches ([`paths::always`]), and keeps it. Each step lends it the few paths of its own

@@ -88,17 +88,15 @@ impl Manager {
         // Stockade patch: mountinfo and /proc/self/cgroup are read once for all twelve
         // controllers, not twice per controller. A controller whose lookup fails is left
         // out with the same warning as before.
-        let mounts = util::MountTable::read().map_err(V1ManagerError::from);
-        let cgroups = Self::read_process_cgroups();
+        let tables = util::MountTable::read()
+            .ok()
+            .zip(Self::read_process_cgroups().ok());
         let mut subsystems = HashMap::new();
         for subsystem in CONTROLLERS {
-            let path = match (&mounts, &cgroups) {
-                (Ok(mounts), Ok(cgroups)) => {
-                    Self::subsystem_path(cgroup_path, subsystem, mounts, cgroups)
-                }
-                _ => Err(V1ManagerError::SubsystemDoesNotExist),
-            };
-            if let Ok(subsystem_path) = path {
+            let path = tables.as_ref().and_then(|(mounts, cgroups)| {
+                Self::subsystem_path(cgroup_path, subsystem, mounts, cgroups).ok()
+            });
+            if let Some(subsystem_path) = path {
                 subsystems.insert(*subsystem, subsystem_path);
             } else {
                 tracing::warn!("cgroup {} not supported on this system", subsystem);

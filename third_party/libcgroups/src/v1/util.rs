@@ -89,32 +89,22 @@ impl MountTable {
             OpenFlags::O_RDONLY | OpenFlags::O_CLOEXEC,
         )?);
         let mut mounts = Vec::new();
+        let mut failure = None;
         for line in reader.lines() {
-            let line = match line {
-                Ok(line) => line,
-                Err(e) => {
-                    let failure = TableFailure::Read(e.kind(), e.to_string());
-                    return Ok(MountTable {
-                        mounts,
-                        failure: Some(failure),
-                    });
-                }
-            };
-            match MountInfo::from_line(&line) {
+            let parsed = line
+                .map_err(|e| TableFailure::Read(e.kind(), e.to_string()))
+                .and_then(|l| {
+                    MountInfo::from_line(&l).map_err(|e| TableFailure::Parse(e.to_string()))
+                });
+            match parsed {
                 Ok(m) => mounts.push(m),
-                Err(e) => {
-                    let failure = TableFailure::Parse(e.to_string());
-                    return Ok(MountTable {
-                        mounts,
-                        failure: Some(failure),
-                    });
+                Err(f) => {
+                    failure = Some(f);
+                    break;
                 }
             }
         }
-        Ok(MountTable {
-            mounts,
-            failure: None,
-        })
+        Ok(MountTable { mounts, failure })
     }
 
     /// The mount point of `subsystem`: the first cgroup mount that matches, else the
