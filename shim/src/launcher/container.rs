@@ -111,51 +111,48 @@ impl Executor for SeccompExecutor {
     }
 }
 
-/// Compiled filters by the plan they came from: a pod's containers and exec processes
-/// share their plan's text, and compiling it takes longer than the rest of an exec's setup.
-/// The zygote is single-threaded and serves one pod: a handful of plans at the most.
-static COMPILED: std::sync::Mutex<Vec<(Vec<u8>, Vec<CompiledFilter>)>> =
+/// Compiled filters by the text of the plan they came from: a pod's containers and exec
+/// processes share their plan's text, and parsing and compiling it take longer than the
+/// rest of an exec's setup. The zygote is single-threaded and serves one pod: a handful of
+/// plans at the most.
+static COMPILED: std::sync::Mutex<Vec<(Vec<u8>, SeccompExecutor)>> =
     std::sync::Mutex::new(Vec::new());
 const COMPILED_KEPT: usize = 8;
 
 fn load_executor(plan_path: &Path) -> anyhow::Result<SeccompExecutor> {
     let text =
         std::fs::read(plan_path).with_context(|| format!("reading {}", plan_path.display()))?;
-    let plan: FilterPlan = serde_json::from_slice(&text)
-        .with_context(|| format!("parsing {}", plan_path.display()))?;
     let cached = COMPILED.lock().ok().and_then(|c| {
         c.iter()
             .find(|(key, _)| *key == text)
-            .map(|(_, filters)| filters.clone())
+            .map(|(_, executor)| executor.clone())
     });
-    let filters = match cached {
-        Some(filters) => filters,
-        None => {
-            let filters = plan
-                .filters
-                .iter()
-                .enumerate()
-                .map(|(i, f)| {
-                    seccomp::compile(f).with_context(|| format!("compiling seccomp filter {i}"))
-                })
-                .collect::<anyhow::Result<Vec<_>>>()?;
-            if let Ok(mut c) = COMPILED.lock() {
-                if c.len() >= COMPILED_KEPT {
-                    c.remove(0);
-                }
-                c.push((text, filters.clone()));
-            }
-            filters
-        }
-    };
+    if let Some(executor) = cached {
+        return Ok(executor);
+    }
+    let plan: FilterPlan = serde_json::from_slice(&text)
+        .with_context(|| format!("parsing {}", plan_path.display()))?;
+    let filters = plan
+        .filters
+        .iter()
+        .enumerate()
+        .map(|(i, f)| seccomp::compile(f).with_context(|| format!("compiling seccomp filter {i}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     if filters.is_empty() {
         return Err(anyhow!("the seccomp plan has no filter"));
     }
-    Ok(SeccompExecutor {
+    let executor = SeccompExecutor {
         filters,
         log_denials: plan.log_denials,
         join: None,
-    })
+    };
+    if let Ok(mut c) = COMPILED.lock() {
+        if c.len() >= COMPILED_KEPT {
+            c.remove(0);
+        }
+        c.push((text, executor.clone()));
+    }
+    Ok(executor)
 }
 
 /// libcontainer's errors hide their cause in `source()`: keep the whole chain.
@@ -224,7 +221,28 @@ fn in_netns<T>(netns: Option<&Path>, f: impl FnOnce() -> anyhow::Result<T>) -> a
     result
 }
 
-/// Create the container from the (already hardened) bundle; returns the init pid.
+/// What is left of a Create once its answer is sent: the zygote runs it before it reads
+/// its next request, so the shim's next step for the container (Start, Delete) finds it
+/// done, and the Create's answer does not wait for it.
+#[must_use = "the staged volumes stay mounted on the node until it runs"]
+pub struct AfterCreate {
+    bundle: PathBuf,
+}
+
+impl AfterCreate {
+    /// libcontainer returned once the init reported ready, i.e. after it bound the staged
+    /// volumes into its rootfs and pivoted into it: its mount namespace holds its own
+    /// mounts of them now. Kept in the node's namespace, a staged clone of a source with
+    /// submounts would keep those directories busy on the host for the container's life
+    /// (rmdir: EBUSY once the host unmounted them), and every staged mount lengthens the
+    /// node's mount table, which every mountinfo read walks.
+    pub fn run(self) {
+        crate::binds::unstage(&self.bundle);
+    }
+}
+
+/// Create the container from the (already hardened) bundle; returns the init pid and
+/// what must still be done (soon, but not before answering: see [`AfterCreate`]).
 /// `netns`: the network namespace the container inherits (see [`in_netns`]), where
 /// `sysctls` are written first.
 #[allow(clippy::too_many_arguments)]
@@ -237,7 +255,7 @@ pub fn create(
     stdio: [Option<OwnedFd>; 3],
     netns: Option<&Path>,
     sysctls: &BTreeMap<String, String>,
-) -> anyhow::Result<i32> {
+) -> anyhow::Result<(i32, AfterCreate)> {
     std::fs::create_dir_all(root).with_context(|| format!("creating {}", root.display()))?;
     let spec = stockade_runtime::spec::load(&bundle.join("config.json"))?;
     let needed = lean_ns::needed_paths(&spec, bundle, root, netns, console_socket.as_deref());
@@ -260,14 +278,12 @@ pub fn create(
         Some(needed) => lean_ns::run_in("create", &needed, create),
         None => create(),
     }?;
-    // libcontainer returns once the init reported ready, i.e. after it bound the staged
-    // volumes into its rootfs and pivoted into it: its mount namespace holds its own
-    // mounts of them now. Kept in the node's namespace, a staged clone of a source with
-    // submounts would keep those directories busy on the host for the container's life
-    // (rmdir: EBUSY once the host unmounted them), and every staged mount lengthens the
-    // node's mount table, which every mountinfo read walks.
-    crate::binds::unstage(bundle);
-    Ok(pid)
+    Ok((
+        pid,
+        AfterCreate {
+            bundle: bundle.to_path_buf(),
+        },
+    ))
 }
 
 /// Write a sysctl of the current network namespace (`/proc/sys/net` is the opener's).

@@ -176,11 +176,20 @@ fn serve(sock: OwnedFd) -> anyhow::Result<()> {
     super::lean_ns::prepare();
     while let Some((req, fds)) = recv::<Request>(sock.as_raw_fd())? {
         let op = format!("{req:?}");
-        let result = handle(req, fds).map_err(|e| format!("{e:#}"));
+        let (result, after) = match handle(req, fds) {
+            Ok(Handled::Done(pid)) => (Ok(pid), None),
+            Ok(Handled::Created(pid, after)) => (Ok(Some(pid)), Some(after)),
+            Err(e) => (Err(format!("{e:#}")), None),
+        };
         if let Err(e) = &result {
             tracing::warn!(request = %op, error = %e, "zygote request failed");
         }
-        send(sock.as_raw_fd(), &Response { result }, &[])?;
+        let sent = send(sock.as_raw_fd(), &Response { result }, &[]);
+        // Before the next request is read, whether or not the answer got through.
+        if let Some(after) = after {
+            after.run();
+        }
+        sent?;
         crate::memory::trim();
     }
     Ok(())
@@ -198,7 +207,19 @@ fn stdio_fds(mask: StdioMask, fds: Vec<OwnedFd>) -> anyhow::Result<[Option<Owned
     Ok(out)
 }
 
-fn handle(req: Request, fds: Vec<OwnedFd>) -> anyhow::Result<Option<i32>> {
+/// A request served: the pid it started, if any; a Create also leaves work for after its
+/// answer ([`container::AfterCreate`]).
+enum Handled {
+    Done(Option<i32>),
+    Created(i32, container::AfterCreate),
+}
+
+/// A request that starts no process.
+fn done<T>(result: anyhow::Result<T>) -> anyhow::Result<Handled> {
+    result.map(|_| Handled::Done(None))
+}
+
+fn handle(req: Request, fds: Vec<OwnedFd>) -> anyhow::Result<Handled> {
     match req {
         Request::Mount {
             mounts,
@@ -206,17 +227,25 @@ fn handle(req: Request, fds: Vec<OwnedFd>) -> anyhow::Result<Option<i32>> {
             staging,
             range,
             userns,
-        } => container::mount_rootfs(&mounts, &target, &staging, range, userns.as_deref())
-            .map(|_| None),
-        Request::Unmount { target, staging } => {
-            container::unmount_rootfs(&target, &staging).map(|_| None)
-        }
+        } => done(container::mount_rootfs(
+            &mounts,
+            &target,
+            &staging,
+            range,
+            userns.as_deref(),
+        )),
+        Request::Unmount { target, staging } => done(container::unmount_rootfs(&target, &staging)),
         Request::StageVolumes {
             volumes,
             staging,
             range,
             userns,
-        } => container::stage_volumes(&volumes, &staging, range, userns.as_deref()).map(|_| None),
+        } => done(container::stage_volumes(
+            &volumes,
+            &staging,
+            range,
+            userns.as_deref(),
+        )),
         Request::Create {
             id,
             root,
@@ -236,8 +265,8 @@ fn handle(req: Request, fds: Vec<OwnedFd>) -> anyhow::Result<Option<i32>> {
             netns.as_deref(),
             &sysctls,
         )
-        .map(Some),
-        Request::Start { id, root } => container::start(&id, &root).map(|_| None),
+        .map(|(pid, after)| Handled::Created(pid, after)),
+        Request::Start { id, root } => done(container::start(&id, &root)),
         Request::Exec {
             id,
             root,
@@ -253,15 +282,15 @@ fn handle(req: Request, fds: Vec<OwnedFd>) -> anyhow::Result<Option<i32>> {
             &seccomp,
             stdio_fds(stdio, fds)?,
         )
-        .map(Some),
+        .map(|pid| Handled::Done(Some(pid))),
         Request::Kill {
             id,
             root,
             signal,
             all,
-        } => container::kill(&id, &root, signal, all).map(|_| None),
-        Request::Delete { id, root, force } => container::delete(&id, &root, force).map(|_| None),
-        Request::Pause { id, root } => container::pause(&id, &root).map(|_| None),
-        Request::Resume { id, root } => container::resume(&id, &root).map(|_| None),
+        } => done(container::kill(&id, &root, signal, all)),
+        Request::Delete { id, root, force } => done(container::delete(&id, &root, force)),
+        Request::Pause { id, root } => done(container::pause(&id, &root)),
+        Request::Resume { id, root } => done(container::resume(&id, &root)),
     }
 }
