@@ -13,8 +13,14 @@
 //! period runs while Create does its own work, and writes it again every
 //! [`KEEP_EVERY`] until the returned [`AttachWindow`] is dropped: the container's move
 //! finds the lock ready however early or late it comes. A write that waits for nothing
-//! costs 3 to 10 µs. (A single thread moving itself by writing `0` to `tasks` takes no
-//! such lock, but the move is libcgroups' to make.)
+//! costs 3 to 10 µs.
+//!
+//! On cgroup v1 there is no window: libcgroups' v1 manager, as patched in
+//! third_party/libcgroups (STOCKADE.md, item 5), moves a single-threaded caller (the
+//! container's intermediate process adds itself) by writing `0` to `tasks`, which takes no
+//! global lock. There a window would only cost: a writer waiting for the grace period
+//! holds `cgroup_mutex` meanwhile, and the container's own cgroup mkdirs and move would
+//! wait for it.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -46,6 +52,9 @@ impl Host {
     /// Start the grace period a cgroup move waits for, without waiting for it here, and
     /// keep the lock ready until the window is dropped.
     pub fn open_attach_window(&'static self) -> AttachWindow {
+        if self.hierarchy() != Hierarchy::Unified {
+            return AttachWindow::none();
+        }
         // The lookup too runs on the thread: Create's own path does no I/O for this.
         open_window(move || self.own_procs_file())
     }

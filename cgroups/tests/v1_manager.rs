@@ -1,12 +1,15 @@
 //! libcgroups' v1 manager as patched in third_party/libcgroups (it reads the mount table and
-//! /proc/self/cgroup once per manager instead of twice per controller): on a v1 or hybrid
-//! host, a manager still finds every hierarchy it manages, comounted ones included, and a
-//! process it adds lands in each. The expected hierarchies come from stockade-cgroups' own
-//! detection (`Host::v1_hierarchies`, its own reading of the mount table). Run as root; on a
-//! pure cgroup v2 host (the VM) there is no v1 manager to test, and the tests say so.
+//! /proc/self/cgroup once per manager instead of twice per controller; a single-threaded
+//! process adding itself is moved through `tasks`): on a v1 or hybrid host, a manager
+//! still finds every hierarchy it manages, comounted ones included, and a process it adds
+//! lands in each, with all of its threads. The expected hierarchies come from
+//! stockade-cgroups' own detection (`Host::v1_hierarchies`, its own reading of the mount
+//! table). Run as root; on a pure cgroup v2 host (the VM) there is no v1 manager to test,
+//! and the tests say so.
 
 use std::fs;
-use std::io::Write;
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 
@@ -24,7 +27,12 @@ fn skipped(why: &str) {
 
 /// Hierarchy controllers (as /proc/<pid>/cgroup lists them) -> cgroup path, for `pid`.
 fn cgroups_of(pid: u32) -> Vec<(Vec<String>, String)> {
-    let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("read /proc/<pid>/cgroup");
+    cgroups_in(&format!("/proc/{pid}/cgroup"))
+}
+
+/// As [`cgroups_of`], from one cgroup file (a process's, or one of its threads').
+fn cgroups_in(file: &str) -> Vec<(Vec<String>, String)> {
+    let text = fs::read_to_string(file).unwrap_or_else(|e| panic!("read {file}: {e}"));
     text.lines()
         .filter_map(|line| {
             let mut parts = line.splitn(3, ':');
@@ -48,13 +56,14 @@ struct Scene {
 }
 
 impl Scene {
-    fn new(hierarchies: &[V1Hierarchy]) -> Scene {
+    /// `test`: the test's own name, so that tests running at once keep apart.
+    fn new(test: &str, hierarchies: &[V1Hierarchy]) -> Scene {
         let child = Command::new("/bin/sleep")
             .arg("600")
             .spawn()
             .expect("spawn sleep");
         Scene {
-            parent: format!("stockade-test-{}-v1manager", std::process::id()),
+            parent: format!("stockade-test-{}-v1manager-{test}", std::process::id()),
             mount_points: hierarchies.iter().map(|h| h.mount_point.clone()).collect(),
             child,
         }
@@ -98,7 +107,7 @@ fn a_process_added_by_the_v1_manager_lands_in_every_mounted_controller() {
     let Some(hierarchies) = managed_hierarchies() else {
         return;
     };
-    let scene = Scene::new(&hierarchies);
+    let scene = Scene::new("pid", &hierarchies);
     let pid = scene.child.id();
 
     let manager = Manager::new(&scene.relative_path()).expect("v1 manager");
@@ -144,4 +153,144 @@ fn a_v1_manager_of_the_empty_path_is_the_callers_own_cgroup() {
         "the test process ({me}) is not among the {} pids of its own cgroup",
         pids.len()
     );
+}
+
+/// A forked child of the test that has its v1 manager add the child itself (with
+/// `threads` threads, the extra ones parked), then waits to be looked at.
+struct SelfAdder {
+    pid: nix::unistd::Pid,
+    /// Closed on drop: the child exits when it reads EOF here.
+    _release: OwnedFd,
+}
+
+impl SelfAdder {
+    /// Forks; returns once the child has added itself. Err: what the child's add_task said.
+    fn fork(manager: &Manager, threads: usize) -> Result<SelfAdder, String> {
+        let (report_r, report_w) = nix::unistd::pipe().expect("pipe");
+        let (release_r, release_w) = nix::unistd::pipe().expect("pipe");
+        // SAFETY: the child only spawns threads, calls add_task, writes a pipe and exits
+        // with _exit; glibc's malloc is usable in the child of a multi-threaded fork.
+        match unsafe { nix::unistd::fork() }.expect("fork") {
+            nix::unistd::ForkResult::Child => {
+                drop(report_r);
+                drop(release_w);
+                let release = fs::File::from(release_r);
+                for _ in 1..threads {
+                    let parked = release.try_clone().expect("dup");
+                    std::thread::spawn(move || {
+                        let _ = (&parked).read(&mut [0u8; 1]);
+                    });
+                }
+                // Every thread is up before the move (the kernel's count, as the patch reads it).
+                while thread_count("self") != threads {
+                    std::thread::yield_now();
+                }
+                let message = match manager.add_task(nix::unistd::getpid()) {
+                    Ok(()) => "ok".to_string(),
+                    Err(e) => format!("add_task: {e}"),
+                };
+                let mut report = fs::File::from(report_w);
+                let _ = report.write_all(message.as_bytes());
+                drop(report);
+                let _ = (&release).read(&mut [0u8; 1]);
+                // SAFETY: ends the forked child without running the test's exit handlers.
+                unsafe { libc::_exit(0) }
+            }
+            nix::unistd::ForkResult::Parent { child } => {
+                drop(report_w);
+                drop(release_r);
+                let adder = SelfAdder {
+                    pid: child,
+                    _release: release_w,
+                };
+                let mut message = String::new();
+                fs::File::from(report_r)
+                    .read_to_string(&mut message)
+                    .expect("read the child's report");
+                if message == "ok" {
+                    Ok(adder)
+                } else {
+                    Err(message)
+                }
+            }
+        }
+    }
+}
+
+impl Drop for SelfAdder {
+    fn drop(&mut self) {
+        // Its release pipe closes after this: it exits by itself; kill in case it hangs.
+        let _ = nix::sys::signal::kill(self.pid, nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::wait::waitpid(self.pid, None);
+    }
+}
+
+fn thread_count(pid: &str) -> usize {
+    fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// Every thread of `pid` is in `expected` in every hierarchy.
+fn assert_all_threads_in(pid: nix::unistd::Pid, hierarchies: &[V1Hierarchy], expected: &str) {
+    let tasks: Vec<String> = fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("list the child's threads")
+        .map(|e| {
+            e.expect("thread entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    for tid in &tasks {
+        let now = cgroups_in(&format!("/proc/{pid}/task/{tid}/cgroup"));
+        for h in hierarchies {
+            let (_, path) = now
+                .iter()
+                .find(|(controllers, _)| same_set(controllers, &h.controllers))
+                .unwrap_or_else(|| panic!("thread {tid} has no line for {:?}", h.controllers));
+            assert_eq!(
+                path,
+                expected,
+                "thread {tid} of {pid} ({} threads), {:?} cgroup",
+                tasks.len(),
+                h.controllers
+            );
+        }
+    }
+}
+
+/// The patched move: a single-threaded process adding itself (as libcontainer's
+/// intermediate process does) lands in every controller.
+#[test]
+fn a_single_threaded_process_adding_itself_lands_in_every_controller() {
+    let Some(hierarchies) = managed_hierarchies() else {
+        return;
+    };
+    let scene = Scene::new("self", &hierarchies);
+    let manager = Manager::new(&scene.relative_path()).expect("v1 manager");
+    let adder = SelfAdder::fork(&manager, 1).expect("the child adds itself");
+    let expected = format!("/{}", scene.relative_path().display());
+    assert_eq!(thread_count(&adder.pid.to_string()), 1);
+    assert_all_threads_in(adder.pid, &hierarchies, &expected);
+    assert_eq!(
+        manager.get_all_pids().expect("pids of the cgroup"),
+        vec![adder.pid],
+        "the manager's cgroup holds the child alone"
+    );
+}
+
+/// A process with more threads adding itself is moved whole (`cgroup.procs`): moving only
+/// the calling thread would leave the others behind.
+#[test]
+fn a_multi_threaded_process_adding_itself_moves_all_its_threads() {
+    let Some(hierarchies) = managed_hierarchies() else {
+        return;
+    };
+    let scene = Scene::new("threads", &hierarchies);
+    let manager = Manager::new(&scene.relative_path()).expect("v1 manager");
+    let adder = SelfAdder::fork(&manager, 3).expect("the child adds itself");
+    let expected = format!("/{}", scene.relative_path().display());
+    assert_eq!(thread_count(&adder.pid.to_string()), 3);
+    assert_all_threads_in(adder.pid, &hierarchies, &expected);
 }
