@@ -1,13 +1,12 @@
 //! What the exporter counts, and turning it into the exposition text on every scrape.
 
-use crate::attribution::{attribute, Attribution, Workload};
-use crate::cgroup::{is_within, read_proc_cgroup, CgroupLayout, ProcessCGroup};
+use crate::attribution::{Attribution, Workload};
+use crate::cgroup::CgroupLayout;
 use crate::exposition::{Exposition, Histogram, Kind};
 use crate::seccomp_log::SeccompRecord;
 use crate::trail::{TrailCounts, TrailTail};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 use stockade_runtime::audit::AuditKind;
 use stockade_runtime::hardener::Rule;
 use stockade_runtime::idrange::{IdAllocator, IdPool, IdRangeError, IdTable};
@@ -33,73 +32,6 @@ pub struct SeccompCounts {
     pub foreign: u64,
     /// Records the kernel dropped before we read them.
     pub lost: u64,
-}
-
-/// The container records as last read, for attributing pids; reread when stale.
-pub struct RecordCache {
-    dir: PathBuf,
-    records: Vec<ContainerRecord>,
-    loaded: Option<Instant>,
-}
-
-/// A record list older than this is reread before attributing.
-const CACHE_MAX_AGE: Duration = Duration::from_secs(1);
-/// A miss rereads the list when it is at least this old (a container may just have started).
-const CACHE_MISS_AGE: Duration = Duration::from_millis(50);
-
-impl RecordCache {
-    pub fn new(dir: &Path) -> Self {
-        RecordCache {
-            dir: dir.to_path_buf(),
-            records: Vec::new(),
-            loaded: None,
-        }
-    }
-
-    fn refresh_if_older(&mut self, age: Duration) {
-        if self.loaded.is_some_and(|t| t.elapsed() < age) {
-            return;
-        }
-        match node_state::list(&self.dir) {
-            Ok(listing) => self.records = listing.records,
-            Err(e) => tracing::warn!(error = %e, "cannot list container records"),
-        }
-        self.loaded = Some(Instant::now());
-    }
-
-    /// Attributes a denial's process by its UID and, while it lives, its cgroups.
-    pub fn attribute(&mut self, record: &SeccompRecord) -> Attribution {
-        self.attribute_checked(record).0
-    }
-
-    /// [`RecordCache::attribute`], and whether the process's cgroup confirmed it (alive,
-    /// inside that container's cgroup) rather than its UID alone. An answer the cgroup
-    /// does not confirm rereads the records first: a container created since the last
-    /// read would otherwise be taken for its pod's only known one.
-    pub fn attribute_checked(&mut self, record: &SeccompRecord) -> (Attribution, bool) {
-        let cgroups = read_proc_cgroup(record.pid).ok();
-        self.refresh_if_older(CACHE_MAX_AGE);
-        let mut found = attribute(record.uid, cgroups.as_deref(), &self.records);
-        if !self.confirms(&found, cgroups.as_deref()) {
-            self.refresh_if_older(CACHE_MISS_AGE);
-            found = attribute(record.uid, cgroups.as_deref(), &self.records);
-        }
-        let confirmed = self.confirms(&found, cgroups.as_deref());
-        (found, confirmed)
-    }
-
-    fn confirms(&self, found: &Attribution, cgroups: Option<&[ProcessCGroup]>) -> bool {
-        let (Attribution::Container(w), Some(cgroups)) = (found, cgroups) else {
-            return false;
-        };
-        self.records.iter().any(|r| {
-            !r.cgroups_path.is_empty()
-                && Workload::of(r) == *w
-                && cgroups
-                    .iter()
-                    .any(|c| is_within(&c.pathname, &r.cgroups_path))
-        })
-    }
 }
 
 impl SeccompCounts {

@@ -16,13 +16,15 @@ pub mod cgroup;
 pub mod collector;
 pub mod exposition;
 pub mod http;
+pub mod record_cache;
 pub mod recording;
 pub mod seccomp_log;
 pub mod sources;
 pub mod tail;
 pub mod trail;
 
-use collector::{Collector, CollectorSettings, RecordCache, SeccompCounts};
+use collector::{Collector, CollectorSettings, SeccompCounts};
+use record_cache::RecordCache;
 use sources::RecordSource;
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;

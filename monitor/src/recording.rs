@@ -1,6 +1,6 @@
 //! A recording: the distinct syscalls each Stockade container made in record mode, from
 //! the kernel's SECCOMP_RET_LOG records, and how complete it is. Pure (the reader and
-//! the pid lookups live in [`crate::collector::RecordCache`] and the CLI).
+//! the pid lookups live in [`crate::record_cache::RecordCache`] and the CLI).
 //!
 //! Complete means: no record was lost on the way (the socket never overflowed, the
 //! kernel's audit `lost` counter did not move while recording) and every LOG record

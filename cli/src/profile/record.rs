@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 use stockade_monitor::attribution::{Attribution, Workload};
-use stockade_monitor::collector::RecordCache;
+use stockade_monitor::record_cache::RecordCache;
 use stockade_monitor::recording::{Recording, UidMemory};
 use stockade_monitor::seccomp_log::SeccompRecord;
 use stockade_monitor::sources::{Netlink, RecordSource};
