@@ -72,6 +72,14 @@ impl Scene {
     fn relative_path(&self) -> PathBuf {
         Path::new(&self.parent).join("ctr")
     }
+
+    /// The test's parent directory in every hierarchy (what drop removes).
+    fn parent_dirs(&self) -> Vec<PathBuf> {
+        self.mount_points
+            .iter()
+            .map(|m| m.join(&self.parent))
+            .collect()
+    }
 }
 
 impl Drop for Scene {
@@ -260,10 +268,27 @@ fn assert_all_threads_in(pid: nix::unistd::Pid, hierarchies: &[V1Hierarchy], exp
     }
 }
 
+/// A child that added itself to the cgroup of `manager` and `scene`. Fields drop in
+/// order: the child is gone before its scene removes the cgroup.
+struct SelfAdded {
+    adder: SelfAdder,
+    manager: Manager,
+    scene: Scene,
+}
+
+impl SelfAdded {
+    /// Ends the scene and checks that it left no cgroup behind.
+    fn end(self) {
+        let dirs = self.scene.parent_dirs();
+        drop(self);
+        let left: Vec<_> = dirs.iter().filter(|d| d.exists()).collect();
+        assert!(left.is_empty(), "cgroups left behind: {left:?}");
+    }
+}
+
 /// Forks a child with `threads` threads that adds itself to a fresh cgroup `name` and
 /// checks that every thread landed there; None where the host has no v1 controllers.
-/// The child comes first, so that it is gone before its cgroup is removed.
-fn self_added(name: &str, threads: usize) -> Option<(SelfAdder, Manager, Scene)> {
+fn self_added(name: &str, threads: usize) -> Option<SelfAdded> {
     let hierarchies = managed_hierarchies()?;
     let scene = Scene::new(name, &hierarchies);
     let manager = Manager::new(&scene.relative_path()).expect("v1 manager");
@@ -271,27 +296,34 @@ fn self_added(name: &str, threads: usize) -> Option<(SelfAdder, Manager, Scene)>
     assert_eq!(thread_count(&adder.pid.to_string()), threads);
     let expected = format!("/{}", scene.relative_path().display());
     assert_all_threads_in(adder.pid, &hierarchies, &expected);
-    Some((adder, manager, scene))
+    Some(SelfAdded {
+        adder,
+        manager,
+        scene,
+    })
 }
 
 /// The patched move: a single-threaded process adding itself (as libcontainer's
 /// intermediate process does) lands in every controller.
 #[test]
 fn a_single_threaded_process_adding_itself_lands_in_every_controller() {
-    let Some((adder, manager, _scene)) = self_added("self", 1) else {
+    let Some(added) = self_added("self", 1) else {
         return;
     };
     assert_eq!(
-        manager.get_all_pids().expect("pids of the cgroup"),
-        vec![adder.pid],
+        added.manager.get_all_pids().expect("pids of the cgroup"),
+        vec![added.adder.pid],
         "the manager's cgroup holds the child alone"
     );
+    added.end();
 }
 
 /// A process with more threads adding itself is moved whole (`cgroup.procs`): moving only
 /// the calling thread would leave the others behind.
 #[test]
 fn a_multi_threaded_process_adding_itself_moves_all_its_threads() {
-    // The checks are self_added's own.
-    let _moved = self_added("threads", 3);
+    // The moves are checked by self_added.
+    if let Some(added) = self_added("threads", 3) {
+        added.end();
+    }
 }

@@ -55,6 +55,11 @@ impl RecordCache {
         }
         self.loaded = Some(Instant::now());
         self.readings += 1;
+        tracing::trace!(
+            readings = self.readings,
+            records = self.records.len(),
+            "container records read"
+        );
     }
 
     /// Attributes a denial's process by its UID and, while it lives, its cgroups.
@@ -140,6 +145,7 @@ mod tests {
     use super::*;
     use crate::cgroup::parse_process_cgroups;
     use stockade_runtime::idrange::IdRange;
+    use stockade_runtime::pod::PodIdentity;
 
     const POD: IdRange = IdRange {
         first: 1 << 30,
@@ -147,19 +153,22 @@ mod tests {
     };
 
     fn rec(id: &str) -> ContainerRecord {
-        ContainerRecord {
-            id: id.into(),
+        let pod = PodIdentity {
             sandbox_id: "sb".into(),
+            is_sandbox: id == "sb",
             namespace: Some("ns".into()),
-            pod: Some("pod".into()),
-            container: Some(id.into()),
-            profile: "default".into(),
-            cgroups_path: format!("/stockade/{id}"),
-            init_pid: 1,
-            created_unix_ms: 0,
-            start_latency_ms: None,
-            host_ids: Some(POD),
-        }
+            pod_name: Some("pod".into()),
+            container_name: Some(id.into()),
+            image: None,
+        };
+        ContainerRecord::new(
+            id,
+            &pod,
+            "default",
+            &format!("/stockade/{id}"),
+            1,
+            Some(POD),
+        )
     }
 
     fn cgroups_of(id: &str) -> Vec<ProcessCGroup> {
