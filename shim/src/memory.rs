@@ -3,8 +3,9 @@
 //!
 //! glibc gives every thread that allocates an arena of its own (64 MiB reserved, what it
 //! touched stays resident); the shim's few threads share one instead. Memory freed after a
-//! Create is handed back to the kernel once the request is done ([`trim`]), rather than
-//! kept for a next Create that may never come.
+//! Create is handed back to the kernel ([`trim`]) once the shim has been quiet for a moment
+//! (the zygote after each of its requests), rather than kept for a next Create that may
+//! never come.
 
 /// One malloc arena for the whole process. Call before any thread starts (the zygote,
 /// forked later, inherits it).

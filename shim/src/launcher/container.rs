@@ -226,6 +226,8 @@ fn in_netns<T>(netns: Option<&Path>, f: impl FnOnce() -> anyhow::Result<T>) -> a
 /// done, and the Create's answer does not wait for it.
 #[must_use = "the staged volumes stay mounted on the node until it runs"]
 pub struct AfterCreate {
+    /// The zygote is still in the kept mount namespace (see [`lean_ns::run_staying`]).
+    stay: lean_ns::Stay,
     bundle: PathBuf,
 }
 
@@ -237,6 +239,8 @@ impl AfterCreate {
     /// (rmdir: EBUSY once the host unmounted them), and every staged mount lengthens the
     /// node's mount table, which every mountinfo read walks.
     pub fn run(self) {
+        // Unstaging works on the node's mounts: back in its namespace first.
+        self.stay.end();
         crate::binds::unstage(&self.bundle);
     }
 }
@@ -274,13 +278,14 @@ pub fn create(
             create_in(b, id, bundle, spec)
         })
     };
-    let pid = match needed {
-        Some(needed) => lean_ns::run_in("create", &needed, create),
-        None => create(),
-    }?;
+    let (pid, stay) = match needed {
+        Some(needed) => lean_ns::run_staying("create", &needed, create),
+        None => (create(), lean_ns::Stay::none("create")),
+    };
     Ok((
-        pid,
+        pid?,
         AfterCreate {
+            stay,
             bundle: bundle.to_path_buf(),
         },
     ))

@@ -23,6 +23,9 @@ use tokio::sync::Notify;
 use super::zygote::{self, Answer};
 use super::{Launcher, Request};
 
+/// How long the shim goes without a request before it trims its heap.
+const TRIM_AFTER: Duration = Duration::from_millis(100);
+
 /// How long a zygote stays idle before it goes, at first.
 const FIRST_IDLE: Duration = Duration::from_secs(1);
 /// The longest a pod that keeps needing its zygote keeps it idle.
@@ -113,11 +116,13 @@ impl Zygote {
         Ok(z)
     }
 
-    /// Close the zygote's socket once it has been idle long enough (it exits on EOF);
-    /// runs for the shim's lifetime, waking only while a zygote runs.
+    /// Close the zygote's socket once it has been idle long enough (it exits on EOF), and
+    /// before that trim the shim's heap ([`Zygote::trim_when_quiet`]); runs for the shim's
+    /// lifetime, waking only while a zygote runs.
     pub async fn retire_when_idle(self: Arc<Self>) {
         loop {
             self.used.notified().await;
+            self.trim_when_quiet().await;
             loop {
                 match self.try_retire() {
                     Idle::Gone => break,
@@ -126,6 +131,22 @@ impl Zygote {
                 }
             }
         }
+    }
+
+    /// Hands the heap's free pages back to the kernel once no request has come for
+    /// [`TRIM_AFTER`]. Not after each request: a Create is four requests in a row, and a
+    /// trim holds the (single) malloc arena's lock while it walks the heap, and the pages
+    /// it gives back fault in again at the next request's allocations.
+    async fn trim_when_quiet(&self) {
+        loop {
+            tokio::time::sleep(TRIM_AFTER).await;
+            match self.slot.try_lock() {
+                Ok(slot) if slot.last_used.elapsed() >= TRIM_AFTER => break,
+                Ok(_) | Err(TryLockError::WouldBlock) => continue,
+                Err(TryLockError::Poisoned(_)) => return,
+            }
+        }
+        let _ = tokio::task::spawn_blocking(crate::memory::trim).await;
     }
 
     fn try_retire(&self) -> Idle {
@@ -236,13 +257,10 @@ impl Launcher for Zygote {
     /// Runs the blocking exchange on tokio's blocking pool.
     async fn call(&self, req: Request, fds: Vec<OwnedFd>) -> anyhow::Result<Option<i32>> {
         let (slot, unreaped, args) = (self.slot.clone(), self.unreaped.clone(), self.args.clone());
-        let result = tokio::task::spawn_blocking(move || {
-            let result = request(&slot, &unreaped, &args, &req, &fds);
-            crate::memory::trim();
-            result
-        })
-        .await
-        .context("zygote request task");
+        let result =
+            tokio::task::spawn_blocking(move || request(&slot, &unreaped, &args, &req, &fds))
+                .await
+                .context("zygote request task");
         self.used.notify_one();
         result?
     }

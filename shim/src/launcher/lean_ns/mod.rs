@@ -63,55 +63,114 @@ pub fn prepare() {
 /// the namespace cannot be used, `f` runs in the process's own namespace: this only saves
 /// time, it changes nothing `f` does.
 pub fn run_in<T>(
-    op: &str,
+    op: &'static str,
     needed: &[PathBuf],
     f: impl FnOnce() -> anyhow::Result<T>,
 ) -> anyhow::Result<T> {
+    let (result, stay) = run_staying(op, needed, f);
+    stay.end();
+    result
+}
+
+/// A step's stay in the kept namespace, once its work is done: ending it takes back what
+/// was lent and returns the process to the node's namespace. A stay that is dropped ends
+/// then: the zygote never serves another request from the kept namespace.
+#[must_use = "the process stays in the kept namespace until the stay ends"]
+pub struct Stay {
+    op: &'static str,
+    inside: Option<Inside>,
+}
+
+struct Inside {
+    lent: tree::Lent,
+    node: File,
+    cwd: Option<PathBuf>,
+}
+
+impl Stay {
+    /// The process never left its own namespace.
+    pub fn none(op: &'static str) -> Stay {
+        Stay { op, inside: None }
+    }
+
+    pub fn end(mut self) {
+        self.finish();
+    }
+
+    fn finish(&mut self) {
+        if let Some(inside) = self.inside.take() {
+            give_back(self.op, inside.lent);
+            return_to(&inside.node, inside.cwd.as_deref());
+        }
+    }
+}
+
+impl Drop for Stay {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+/// As [`run_in`], but the process is left in the kept namespace until the returned
+/// [`Stay`] ends: a Create answers the shim first, and the taking back (an unmount per
+/// lent path, a setns) happens while the shim goes on. `f`'s error ends the stay at once.
+pub fn run_staying<T>(
+    op: &'static str,
+    needed: &[PathBuf],
+    f: impl FnOnce() -> anyhow::Result<T>,
+) -> (anyhow::Result<T>, Stay) {
     let Some(extra) = paths::beyond_always(needed) else {
         tracing::debug!(
             op,
             "a path holds part of the kept mount namespace: working in the node's"
         );
-        return f();
+        return (f(), Stay::none(op));
     };
     let Some(kept) = kept() else {
-        return f();
+        return (f(), Stay::none(op));
     };
     let trees = match tree::clone_all(&extra) {
         Ok(trees) => trees,
         Err(e) => {
             tracing::warn!(op, error = %format!("{e:#}"), "working in the node's mount namespace instead");
-            return f();
+            return (f(), Stay::none(op));
         }
     };
     let cwd = std::env::current_dir().ok();
     if let Err(e) = setns(&kept.lean, CloneFlags::CLONE_NEWNS) {
         tracing::warn!(op, error = %e, "cannot enter the kept mount namespace; working in the node's");
         forget(State::Unusable);
-        return f();
+        return (f(), Stay::none(op));
     }
     let mut lent = tree::Lent::default();
-    if let Err(e) = lent.lend(trees) {
+    let lend = lent.lend(trees);
+    let stay = Stay {
+        op,
+        inside: Some(Inside {
+            lent,
+            node: kept.node,
+            cwd,
+        }),
+    };
+    if let Err(e) = lend {
         tracing::warn!(op, error = %format!("{e:#}"), "working in the node's mount namespace instead");
-        give_back(op, lent);
-        return_to(&kept.node, cwd.as_deref());
-        return f();
+        stay.end();
+        return (f(), Stay::none(op));
     }
     if tracing::enabled!(tracing::Level::DEBUG) {
         let mounts = std::fs::read_to_string("/proc/self/mountinfo")
             .map(|t| t.lines().count())
             .unwrap_or(0);
-        tracing::debug!(
-            op,
-            lent = lent.count(),
-            mounts,
-            "in a mount namespace of its own"
-        );
+        let lent = stay.inside.as_ref().map_or(0, |i| i.lent.count());
+        tracing::debug!(op, lent, mounts, "in a mount namespace of its own");
     }
-    let result = f();
-    give_back(op, lent);
-    return_to(&kept.node, cwd.as_deref());
-    result
+    match f() {
+        Ok(value) => (Ok(value), stay),
+        Err(e) => {
+            stay.end();
+            (Err(e), Stay::none(op))
+        }
+    }
 }
 
 /// What was lent goes back; where it cannot, the namespace is dropped (a later step makes
