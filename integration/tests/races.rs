@@ -30,11 +30,17 @@ fn broken(error: &str) -> bool {
         && !lower.contains("already finished")
 }
 
-/// runc is the reference here, not the subject: under load containerd 1.6 now and then
-/// loses its ttrpc connection to runc's shim mid-call. That says nothing of Stockade,
-/// whose runs still count every error.
-fn reference_transport_flake(rt: &TestRuntime, error: &str) -> bool {
-    rt.label == "runc" && error.contains("ttrpc: closed")
+/// runc is the reference here, not the subject, and has two races of its own: under load
+/// containerd 1.6 now and then loses its ttrpc connection to runc's shim mid-call, and
+/// runc 1.1's exec can look up the init's namespaces after the init is gone ("unable to
+/// create new parent process: namespace path: lstat /proc/PID/ns/ipc: no such file or
+/// directory", once in a CI run of 100 rounds). Neither says anything of Stockade, whose
+/// runs still count every error.
+fn reference_flake(rt: &TestRuntime, error: &str) -> bool {
+    rt.label == "runc"
+        && (error.contains("ttrpc: closed")
+            || (error.contains("namespace path: lstat /proc/")
+                && error.contains("no such file or directory")))
 }
 
 /// CRI: a container that exits at once, with StopContainer and ExecSync racing its exit.
@@ -74,8 +80,8 @@ fn cri_calls_racing_the_exit(rt: &TestRuntime) {
             };
             *seen.entry(format!("{call}: {outcome}")).or_default() += 1;
             if let Err(e) = result {
-                if reference_transport_flake(rt, &e) {
-                    eprintln!("!!! {}: round {round} {call}: containerd lost its shim connection (reference runtime, not counted): {e}", rt.label);
+                if reference_flake(rt, &e) {
+                    eprintln!("!!! {}: round {round} {call}: a race of the reference runtime's own (not counted): {e}", rt.label);
                 } else if broken(&e) || call == "StopContainer" {
                     failures.push(format!("round {round} {call}: {e}"));
                 }
