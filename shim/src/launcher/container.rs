@@ -282,6 +282,7 @@ pub fn create(
         Some(needed) => lean_ns::run_staying("create", &needed, create),
         None => (create(), lean_ns::Stay::none("create")),
     };
+    // On an error the stay ends here, before the zygote answers.
     Ok((
         pid?,
         AfterCreate {

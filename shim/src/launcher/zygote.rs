@@ -219,7 +219,6 @@ fn probe_cpu_features() {
     let _ = std::hint::black_box(std::arch::is_x86_feature_detected!("avx2"));
     let path = std::hint::black_box(b"/probe/path".as_slice());
     let _ = std::hint::black_box(memchr::memrchr(b'/', path));
-    let _ = std::hint::black_box(memchr::memchr(b'/', path));
 }
 
 /// Split the fds of a request by its stdio mask.

@@ -93,11 +93,13 @@ impl Stay {
         Stay { op, inside: None }
     }
 
-    pub fn end(mut self) {
-        self.finish();
+    pub fn end(self) {
+        drop(self);
     }
+}
 
-    fn finish(&mut self) {
+impl Drop for Stay {
+    fn drop(&mut self) {
         if let Some(inside) = self.inside.take() {
             give_back(self.op, inside.lent);
             return_to(&inside.node, inside.cwd.as_deref());
@@ -105,15 +107,9 @@ impl Stay {
     }
 }
 
-impl Drop for Stay {
-    fn drop(&mut self) {
-        self.finish();
-    }
-}
-
 /// As [`run_in`], but the process is left in the kept namespace until the returned
 /// [`Stay`] ends: a Create answers the shim first, and the taking back (an unmount per
-/// lent path, a setns) happens while the shim goes on. `f`'s error ends the stay at once.
+/// lent path, a setns) happens while the shim goes on.
 pub fn run_staying<T>(
     op: &'static str,
     needed: &[PathBuf],
@@ -144,6 +140,7 @@ pub fn run_staying<T>(
     }
     let mut lent = tree::Lent::default();
     let lend = lent.lend(trees);
+    let lent_count = lent.count();
     let stay = Stay {
         op,
         inside: Some(Inside {
@@ -161,16 +158,14 @@ pub fn run_staying<T>(
         let mounts = std::fs::read_to_string("/proc/self/mountinfo")
             .map(|t| t.lines().count())
             .unwrap_or(0);
-        let lent = stay.inside.as_ref().map_or(0, |i| i.lent.count());
-        tracing::debug!(op, lent, mounts, "in a mount namespace of its own");
+        tracing::debug!(
+            op,
+            lent = lent_count,
+            mounts,
+            "in a mount namespace of its own"
+        );
     }
-    match f() {
-        Ok(value) => (Ok(value), stay),
-        Err(e) => {
-            stay.end();
-            (Err(e), Stay::none(op))
-        }
-    }
+    (f(), stay)
 }
 
 /// What was lent goes back; where it cannot, the namespace is dropped (a later step makes

@@ -590,17 +590,15 @@ impl Mount {
 
         let source = m.source().as_ref().ok_or(MountError::NoSource)?;
         let dir_perm = Permissions::from_mode(0o755);
-        let wants_dir;
-        let src = if is_bind(m) {
+        let (src, wants_dir) = if is_bind(m) {
             let src = canonicalize(source).map_err(|err| {
                 tracing::error!("failed to canonicalize {:?}: {}", source, err);
                 err
             })?;
-            wants_dir = src.is_dir();
-            src
+            let is_dir = src.is_dir();
+            (src, is_dir)
         } else {
-            wants_dir = true;
-            PathBuf::from(source)
+            (PathBuf::from(source), true)
         };
 
         // Stockade patch: a mount point that is there already is not made again. pathrs'
