@@ -56,6 +56,10 @@ pub struct Args {
     /// CRI cycles recorded per runtime for the flame graphs.
     #[arg(long)]
     pub flame_cycles: Option<usize>,
+    /// Pods of the runtime kept running while its flame graphs are recorded (0: an empty
+    /// node): to see what grows as the node fills up.
+    #[arg(long)]
+    pub flame_pods: Option<usize>,
     /// Workload containers per runtime.
     #[arg(long)]
     pub workload_reps: Option<usize>,
@@ -107,6 +111,7 @@ pub struct Settings {
     pub id_ranges: usize,
     pub id_samples: usize,
     pub flame_cycles: usize,
+    pub flame_pods: usize,
     pub workload_reps: usize,
     /// stockade-load's divisor of its loop counts (1 = full).
     pub workload_scale: u32,
@@ -134,6 +139,7 @@ impl Settings {
                 id_ranges: 100,
                 id_samples: 10,
                 flame_cycles: 2,
+                flame_pods: 0,
                 workload_reps: 1,
                 workload_scale: 20,
                 small_files: 10,
@@ -157,6 +163,7 @@ impl Settings {
                 id_ranges: 1_000,
                 id_samples: 200,
                 flame_cycles: 20,
+                flame_pods: 0,
                 workload_reps: 10,
                 workload_scale: 1,
                 small_files: 10,
@@ -178,6 +185,7 @@ impl Settings {
             scale_samples: a.scale_samples.unwrap_or(base.scale_samples),
             id_ranges: a.id_ranges.unwrap_or(base.id_ranges),
             flame_cycles: a.flame_cycles.unwrap_or(base.flame_cycles).max(1),
+            flame_pods: a.flame_pods.unwrap_or(base.flame_pods),
             workload_reps: a.workload_reps.unwrap_or(base.workload_reps),
             big_files: a.big_files.unwrap_or(base.big_files).max(base.small_files),
             skip: a.skip.clone(),

@@ -346,7 +346,22 @@ fn shares(stacks: &BTreeMap<String, u64>) -> (Counts, Counts) {
     (sorted(procs), sorted(frames))
 }
 
-pub fn run(c: &Containerd, rts: &[Rt], cycles: usize, perf_note: &str) -> Result<Section> {
+pub fn run(
+    c: &Containerd,
+    rts: &[Rt],
+    cycles: usize,
+    pods: usize,
+    perf_note: &str,
+) -> Result<Section> {
+    let running = if pods == 0 {
+        String::new()
+    } else {
+        format!(
+            " With {pods} pods of the runtime running (busybox `{}`), started before the \
+             recording and removed after it.",
+            SLEEP_CMD.join(" ")
+        )
+    };
     let mut sec = Section::new(
         "flame",
         "Flame graphs of a Create (and Start)",
@@ -360,7 +375,7 @@ pub fn run(c: &Containerd, rts: &[Rt], cycles: usize, perf_note: &str) -> Result
              the bench's CRI client; not other users of the machine, not kernel threads). \
              Folded per process (first level: the process's main-thread name) and drawn with \
              inferno. `<phase> cpu_ms` = on-CPU milliseconds per call, summed over those \
-             processes. {perf_note}."
+             processes.{running} {perf_note}."
         ),
     );
     sec.baseline = String::new();
@@ -379,7 +394,15 @@ pub fn run(c: &Containerd, rts: &[Rt], cycles: usize, perf_note: &str) -> Result
     for rt in &rts {
         check_stop()?;
         pb.set_message(rt.label.clone());
-        match record_runtime(&cri, rt, cycles, &roots, &pb) {
+        let mut background = Vec::new();
+        let recorded = (0..pods)
+            .try_for_each(|i| crate::scale::background_pod(&cri, rt, i, &mut background))
+            .context("starting the background pods")
+            .and_then(|()| record_runtime(&cri, rt, cycles, &roots, &pb));
+        for pod in &background {
+            discard_pod(&cri, pod);
+        }
+        match recorded {
             Ok(stacks) => {
                 for (phase, st) in stacks {
                     let total: u64 = st.values().sum();

@@ -293,7 +293,7 @@ fn containerd_sections(run: &mut Run, c: &Containerd, rts: &[Rt], st: &Settings)
     if st.runs("flame") {
         run.section("flame", "Flame graphs of a Create", || {
             let note = flame::probe().map_err(anyhow::Error::msg)?;
-            flame::run(c, rts, st.flame_cycles, &note)
+            flame::run(c, rts, st.flame_cycles, st.flame_pods, &note)
         });
     }
     if st.runs("scale") {

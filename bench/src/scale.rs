@@ -56,7 +56,7 @@ pub fn levels_of(sec: &Section) -> Vec<usize> {
 }
 
 /// Start one background pod with a sleeping container, running when this returns.
-fn background_pod(cri: &Cri, rt: &Rt, i: usize, pods: &mut Vec<String>) -> Result<()> {
+pub fn background_pod(cri: &Cri, rt: &Rt, i: usize, pods: &mut Vec<String>) -> Result<()> {
     let cfg = cri.pod_config(&format!("bench-bg-{}-{i}", rt.label));
     let pod = cri
         .run_pod_sandbox(&cfg, rt.handler())

@@ -1,6 +1,7 @@
 //! The node's cgroup setup, detected once: which hierarchy (libcgroups' detection), where
-//! the v1 controllers are mounted (/proc/self/mountinfo through procfs), and whether
-//! systemd runs the node (and so can be the cgroup driver).
+//! the v1 controllers are mounted (statmount of the cgroup root's entries, or
+//! /proc/self/mountinfo through procfs on older kernels), and whether systemd runs the
+//! node (and so can be the cgroup driver).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -72,8 +73,16 @@ impl Host {
                 root: host.root.clone(),
                 detail: format!("reading /proc/self/mountinfo: {e}"),
             };
-            let table = std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| failed(&e))?;
-            let infos = cgroup_mounts(&table).map_err(|e| failed(&e))?;
+            let infos = match crate::statmount::under(&host.root) {
+                Some(infos) if !infos.0.is_empty() => infos,
+                // Older kernels; and v1 hierarchies mounted elsewhere, which only the
+                // whole table shows.
+                _ => {
+                    let table =
+                        std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| failed(&e))?;
+                    cgroup_mounts(&table).map_err(|e| failed(&e))?
+                }
+            };
             host.v1_mounts = v1_mounts(&infos);
             let own = crate::proc::process_cgroups(std::process::id() as i32)?;
             host.v1_hierarchies = v1_hierarchy::hierarchies(
@@ -215,7 +224,7 @@ fn v1_mounts(infos: &procfs::process::MountInfos) -> HashMap<String, PathBuf> {
 /// The cgroup and cgroup2 mounts of a mountinfo table. Only their lines are parsed: the
 /// table holds every mount of the node (a thousand lines with 250 pods), and this runs on
 /// every shim's start, on the path of RunPodSandbox.
-fn cgroup_mounts(table: &str) -> procfs::ProcResult<procfs::process::MountInfos> {
+pub(crate) fn cgroup_mounts(table: &str) -> procfs::ProcResult<procfs::process::MountInfos> {
     let mounts = table
         .lines()
         .filter(|line| {

@@ -22,6 +22,7 @@ pub mod parse;
 pub mod path;
 pub mod proc;
 pub mod sample;
+mod statmount;
 mod sweep;
 mod v1_hierarchy;
 

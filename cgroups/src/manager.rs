@@ -112,6 +112,35 @@ impl Host {
         ))
     }
 
+    /// Makes the container's cgroup directories in the v1 hierarchies libcgroups moves it
+    /// into, before its create: on cgroup v1 each is a directory per hierarchy, and made
+    /// here, beside the rest of Create, the container's intermediate process finds them
+    /// made instead of making them on its path. The same directories libcgroups would make
+    /// (it makes them with `create_dir_all` too, and then fills cpuset's). Nothing on v2,
+    /// where libcgroups enables the parents' controllers as it makes the path, nor for a
+    /// systemd path. Returns the directories made.
+    pub fn make_v1_dirs(&self, cgroups_path: &str) -> Result<Vec<PathBuf>, CgroupError> {
+        let path = container_path(cgroups_path)?;
+        if self.is_unified() || path.is_systemd() {
+            return Ok(Vec::new());
+        }
+        let rel = path.relative();
+        let mut made = Vec::new();
+        for h in self.v1_hierarchies().iter().filter(|h| h.managed) {
+            let dir = h.mount_point.join(&rel);
+            if dir.is_dir() {
+                continue;
+            }
+            std::fs::create_dir_all(&dir).map_err(|source| CgroupError::Io {
+                op: "making",
+                path: dir.clone(),
+                source,
+            })?;
+            made.push(dir);
+        }
+        Ok(made)
+    }
+
     /// Every process in the cgroup and below it.
     pub fn pids(&self, cgroups_path: &str) -> Result<Vec<i32>, CgroupError> {
         let (_, m) = manager(self, cgroups_path, Through::Files)?;

@@ -327,3 +327,89 @@ fn a_multi_threaded_process_adding_itself_moves_all_its_threads() {
         added.end();
     }
 }
+
+/// The cgroup directories under the scene's parent, in every hierarchy mounted under the
+/// cgroup root (managed or not), relative to the root.
+fn made_under(scene: &Scene) -> Vec<PathBuf> {
+    let root = Path::new("/sys/fs/cgroup");
+    let mut out: Vec<PathBuf> = fs::read_dir(root)
+        .expect("list the cgroup root")
+        .flatten()
+        .map(|e| e.path().join(&scene.parent))
+        .filter(|p| p.is_dir())
+        .flat_map(|p| {
+            let ctr = p.join("ctr");
+            std::iter::once(p).chain(ctr.is_dir().then_some(ctr))
+        })
+        .map(|p| p.strip_prefix(root).expect("under the root").to_path_buf())
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn directories_made_ahead_are_the_ones_the_v1_manager_makes_and_it_uses_them() {
+    let Some(hierarchies) = managed_hierarchies() else {
+        return;
+    };
+    let host = Host::detect().expect("detect the cgroup setup");
+    // What libcgroups makes by itself.
+    let by_libcgroups = Scene::new("ahead-ref", &hierarchies);
+    Manager::new(&by_libcgroups.relative_path())
+        .expect("v1 manager")
+        .add_task(Pid::from_raw(by_libcgroups.child.id() as i32))
+        .expect("add the reference child");
+    let reference: Vec<PathBuf> = made_under(&by_libcgroups)
+        .into_iter()
+        .map(|p| {
+            p.iter()
+                .map(|c| c.to_string_lossy().replace("ahead-ref", "X"))
+                .collect()
+        })
+        .collect();
+
+    // Made ahead, then used by the manager.
+    let ahead = Scene::new("ahead", &hierarchies);
+    let path = format!("/{}", ahead.relative_path().display());
+    let made = host
+        .make_v1_dirs(&path)
+        .expect("make the directories ahead");
+    assert_eq!(
+        made.len(),
+        hierarchies.len(),
+        "one per managed hierarchy: {made:?}"
+    );
+    let ahead_dirs: Vec<PathBuf> = made_under(&ahead)
+        .into_iter()
+        .map(|p| {
+            p.iter()
+                .map(|c| c.to_string_lossy().replace("ahead", "X"))
+                .collect()
+        })
+        .collect();
+    assert_eq!(
+        ahead_dirs, reference,
+        "the same directories as libcgroups makes"
+    );
+    assert!(
+        host.make_v1_dirs(&path).expect("again").is_empty(),
+        "nothing to make a second time"
+    );
+    let pid = ahead.child.id();
+    Manager::new(&ahead.relative_path())
+        .expect("v1 manager")
+        .add_task(Pid::from_raw(pid as i32))
+        .expect("add the child to the directories made ahead (cpuset filled in)");
+    for h in &hierarchies {
+        let (_, at) = cgroups_of(pid)
+            .into_iter()
+            .find(|(controllers, _)| same_set(controllers, &h.controllers))
+            .unwrap_or_else(|| panic!("/proc/{pid}/cgroup has no line for {:?}", h.controllers));
+        assert_eq!(at, path, "the child's {:?} cgroup", h.controllers);
+    }
+    // A systemd path is left to systemd.
+    assert!(host
+        .make_v1_dirs("system.slice:stockade:ahead")
+        .expect("systemd path")
+        .is_empty());
+}

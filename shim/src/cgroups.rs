@@ -20,8 +20,9 @@ pub fn v1_hierarchies() -> Vec<stockade_cgroups::V1Hierarchy> {
         .unwrap_or_default()
 }
 
-/// Detects the node's cgroup setup now (once per process; on cgroup v1 it reads the whole
-/// mount table). The server calls it before forking its zygote, so both share one
+/// Detects the node's cgroup setup now (once per process; on cgroup v1 it asks the kernel
+/// about the mounts under the cgroup root, or reads the whole mount table where the
+/// kernel is older than 6.11). The server calls it before forking its zygote, so both share one
 /// detection; a failure is logged and met again on first use.
 pub fn detect() {
     if let Err(e) = host() {
@@ -41,6 +42,12 @@ pub fn open_attach_window() -> stockade_cgroups::AttachWindow {
 /// Applies already-hardened resources to the container's cgroup.
 pub fn apply(cgroups_path: &str, resources: &LinuxResources) -> anyhow::Result<()> {
     Ok(host()?.apply(cgroups_path, resources)?)
+}
+
+/// Makes the container's cgroup directories on cgroup v1 (`Host::make_v1_dirs`); returns
+/// how many it made.
+pub fn make_v1_dirs(cgroups_path: &str) -> anyhow::Result<usize> {
+    Ok(host()?.make_v1_dirs(cgroups_path)?.len())
 }
 
 pub fn pids(cgroups_path: &str) -> anyhow::Result<Vec<i32>> {

@@ -45,6 +45,9 @@ pub trait Host: Send + Sync + 'static {
     fn kubelet_range(&self, settings: &KubeletSettings) -> anyhow::Result<Option<KubeletRange>>;
     /// Kill what is left in the container's cgroup and remove it, then the pod's cgroup
     /// if it is empty (blocking).
+    /// Makes a container's cgroup directories ahead of its create where that saves time
+    /// (cgroup v1); returns how many it made.
+    fn make_cgroup_dirs(&self, cgroups_path: &str) -> anyhow::Result<usize>;
     fn sweep_cgroups(&self, id: &str, record: &Record) -> anyhow::Result<()>;
     fn watch_oom(&self, id: &str, cgroups_path: &str) -> anyhow::Result<mpsc::Receiver<String>>;
     fn update_cgroup(&self, cgroups_path: &str, resources: &LinuxResources) -> anyhow::Result<()>;
@@ -139,6 +142,10 @@ impl Host for RealHost {
 
     fn kubelet_range(&self, settings: &KubeletSettings) -> anyhow::Result<Option<KubeletRange>> {
         stockade_runtime::kubelet::kubelet_range(settings).map_err(anyhow::Error::msg)
+    }
+
+    fn make_cgroup_dirs(&self, cgroups_path: &str) -> anyhow::Result<usize> {
+        cgroups::make_v1_dirs(cgroups_path)
     }
 
     fn sweep_cgroups(&self, id: &str, record: &Record) -> anyhow::Result<()> {

@@ -361,7 +361,6 @@ impl TaskService {
         undo: &mut Undo,
     ) -> anyhow::Result<Spawned> {
         let bundle = PathBuf::from(&req.bundle);
-        let host = &self.inner.host;
         let netns = stockade_runtime::launch::take_netns_path(&mut hardened.spec);
         let sysctls = std::mem::take(&mut hardened.pod_sysctls);
         let cgroups_path = hardened
@@ -379,6 +378,71 @@ impl TaskService {
                 .then_some(pod_dir)
         };
         record.save(&bundle)?;
+        // From here the cgroup may exist: its directories are made beside the steps below.
+        undo.push(UndoStep::SweepCgroups {
+            record: Box::new(record.clone()),
+        });
+        let cgroup_dirs = self.make_cgroup_dirs(&cgroups_path);
+        let staged = self.stage(req, d, &mut hardened, ctx, record, undo).await;
+        // Done before anything is undone, so that the sweep finds all it made.
+        let _ = cgroup_dirs.await;
+        let plan_path = staged?;
+
+        let root = self.inner.root.clone();
+        let spawned = self
+            .spawn_process(stdio, |console_socket, mask| Request::Create {
+                id: req.id.clone(),
+                root,
+                bundle: bundle.clone(),
+                console_socket,
+                seccomp: plan_path.clone(),
+                stdio: mask,
+                netns,
+                sysctls,
+            })
+            .instrument(tracing::debug_span!("create.libcontainer"))
+            .await;
+        match spawned {
+            Ok(s) => {
+                undo.push(UndoStep::DeleteContainer);
+                Ok(s)
+            }
+            Err(e) => {
+                if e.launched {
+                    undo.push(UndoStep::DeleteContainer);
+                }
+                Err(e.error)
+            }
+        }
+    }
+
+    /// The container's v1 cgroup directories, made on a blocking thread while Create goes
+    /// on (`Host::make_v1_dirs`). Where that fails, libcontainer makes them itself and
+    /// names what fails.
+    fn make_cgroup_dirs(&self, cgroups_path: &str) -> tokio::task::JoinHandle<()> {
+        let host = self.inner.host.clone();
+        let path = cgroups_path.to_string();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = host.make_cgroup_dirs(&path) {
+                tracing::debug!(cgroup = %path, error = %format!("{e:#}"), "cgroup directories not made ahead");
+            }
+        })
+    }
+
+    /// Everything the container's create reads, in the bundle: the original spec kept,
+    /// the quota, the rootfs, the volumes staged, the hardened spec and the seccomp plan
+    /// (whose path it returns).
+    async fn stage(
+        &self,
+        req: &CreateTaskRequest,
+        d: &Decision,
+        hardened: &mut Hardened,
+        ctx: &HardenContext,
+        record: &mut Record,
+        undo: &mut Undo,
+    ) -> anyhow::Result<PathBuf> {
+        let bundle = PathBuf::from(&req.bundle);
+        let host = &self.inner.host;
         let config = bundle.join("config.json");
         let original = bundle.join(state::ORIGINAL_SPEC);
         if !original.exists() {
@@ -428,7 +492,7 @@ impl TaskService {
                 .await?;
             volumes::point_at_staging(&mut hardened.spec, &planned, &staging);
         }
-        let bundle_span = bundle_span.entered();
+        let _bundle_span = bundle_span.entered();
         hardened
             .spec
             .save(&config)
@@ -443,37 +507,7 @@ impl TaskService {
         undo.push(UndoStep::RemovePlan);
         std::fs::write(&plan_path, serde_json::to_vec(&plan)?)
             .with_context(|| format!("writing {}", plan_path.display()))?;
-
-        drop(bundle_span);
-        undo.push(UndoStep::SweepCgroups {
-            record: Box::new(record.clone()),
-        });
-        let root = self.inner.root.clone();
-        let spawned = self
-            .spawn_process(stdio, |console_socket, mask| Request::Create {
-                id: req.id.clone(),
-                root,
-                bundle: bundle.clone(),
-                console_socket,
-                seccomp: plan_path.clone(),
-                stdio: mask,
-                netns,
-                sysctls,
-            })
-            .instrument(tracing::debug_span!("create.libcontainer"))
-            .await;
-        match spawned {
-            Ok(s) => {
-                undo.push(UndoStep::DeleteContainer);
-                Ok(s)
-            }
-            Err(e) => {
-                if e.launched {
-                    undo.push(UndoStep::DeleteContainer);
-                }
-                Err(e.error)
-            }
-        }
+        Ok(plan_path)
     }
 
     fn watch_oom(&self, id: &str, cgroups_path: &str) {

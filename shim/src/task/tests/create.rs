@@ -72,14 +72,15 @@ async fn a_failure_at_each_create_step_undoes_exactly_what_was_done() {
             launcher_fails: Some("mount"),
             host_fails: None,
             launcher: &["mount", "unmount"],
-            host: &["allocate_id_range", "release_range"],
+            // The cgroup's directories may have been made beside the mount.
+            host: &["allocate_id_range", "sweep", "release_range"],
             code: Code::INTERNAL,
         },
         Case {
             launcher_fails: None,
             host_fails: Some("open_bundle"),
             launcher: &["mount", "unmount"],
-            host: &["allocate_id_range", "open_bundle", "release_range"],
+            host: &["allocate_id_range", "open_bundle", "sweep", "release_range"],
             code: Code::INTERNAL,
         },
         Case {
@@ -90,6 +91,7 @@ async fn a_failure_at_each_create_step_undoes_exactly_what_was_done() {
                 "allocate_id_range",
                 "open_bundle",
                 "unstage_binds",
+                "sweep",
                 "release_range",
             ],
             code: Code::INTERNAL,
@@ -101,8 +103,8 @@ async fn a_failure_at_each_create_step_undoes_exactly_what_was_done() {
             host: &[
                 "allocate_id_range",
                 "open_bundle",
-                "sweep",
                 "unstage_binds",
+                "sweep",
                 "release_range",
             ],
             code: Code::INTERNAL,
@@ -163,7 +165,7 @@ async fn when_the_sweep_fails_the_range_and_the_record_are_kept_for_shim_delete(
     let (_, host) = f.calls();
     assert_eq!(
         host,
-        strings(&["allocate_id_range", "open_bundle", "sweep", "unstage_binds"])
+        strings(&["allocate_id_range", "open_bundle", "unstage_binds", "sweep"])
     );
     assert!(f.dir.path().join("c1").join(state::RECORD_FILE).exists());
     assert_eq!(f.host.ranges.lock().unwrap().len(), 1);

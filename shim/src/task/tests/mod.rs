@@ -163,6 +163,11 @@ impl Host for FakeHost {
         Ok(*self.kubelet.lock().unwrap())
     }
 
+    fn make_cgroup_dirs(&self, _cgroups_path: &str) -> anyhow::Result<usize> {
+        // Not logged: it runs beside the launcher's steps, in no fixed order.
+        Ok(0)
+    }
+
     fn sweep_cgroups(&self, _id: &str, _record: &Record) -> anyhow::Result<()> {
         self.step("sweep")
     }
