@@ -12,7 +12,6 @@
 //! kernel's structs as linux-raw-sys generates them from its headers.
 
 use std::collections::HashMap;
-use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -22,26 +21,15 @@ use linux_raw_sys::general::{
     STATMOUNT_MNT_ROOT, STATMOUNT_SB_BASIC, STATX_MNT_ID_UNIQUE,
 };
 use procfs::process::{MountInfo, MountInfos};
+use rustix::fs::{statx, AtFlags, StatxFlags, CWD};
 
 /// Room for a cgroup mount's strings (its path, root, type and controllers).
 const STRINGS: usize = 4096;
 
-/// What statmount reports of one mount.
-struct Mount {
-    fs_type: String,
-    mount_point: PathBuf,
-    root: String,
-    options: String,
-    id: i32,
-    parent: i32,
-    dev: (u32, u32),
-}
-
 /// The cgroup and cgroup2 mounts directly under `root` (the mounts at its entries; not
-/// the root itself, not deeper mounts), as mountinfo would list them, with the fields the
-/// host's readers use (type, mount point, root, super options; no per-mount options or
-/// propagation). None where the kernel cannot answer this way (before 6.11) or an entry
-/// cannot be asked about: the caller then reads mountinfo.
+/// the root itself, not deeper mounts), as [`describe`] gives them. None where the kernel
+/// cannot answer this way (before 6.11) or an entry cannot be asked about: the caller
+/// then reads mountinfo.
 pub(crate) fn under(root: &Path) -> Option<MountInfos> {
     let mut infos = Vec::new();
     for entry in std::fs::read_dir(root).ok()? {
@@ -51,12 +39,9 @@ pub(crate) fn under(root: &Path) -> Option<MountInfos> {
             continue;
         }
         let path = entry.path();
-        let mount = describe(unique_mount_id(&path)?)?;
-        // A plain directory of the root's tmpfs, or something else mounted there.
-        if mount.mount_point != path {
-            continue;
-        }
-        if let Some(info) = mount.into_cgroup_info() {
+        let info = describe(unique_mount_id(&path)?)?;
+        // Not a plain directory of the root's tmpfs, nor another filesystem.
+        if info.mount_point == path && matches!(info.fs_type.as_str(), "cgroup" | "cgroup2") {
             infos.push(info);
         }
     }
@@ -64,58 +49,25 @@ pub(crate) fn under(root: &Path) -> Option<MountInfos> {
     Some(MountInfos(infos))
 }
 
-impl Mount {
-    fn into_cgroup_info(self) -> Option<MountInfo> {
-        if self.fs_type != "cgroup" && self.fs_type != "cgroup2" {
-            return None;
-        }
-        let super_options = self
-            .options
-            .split(',')
-            .filter(|o| !o.is_empty())
-            .map(|o| match o.split_once('=') {
-                Some((k, v)) => (k.to_string(), Some(v.to_string())),
-                None => (o.to_string(), None),
-            })
-            .collect();
-        Some(MountInfo {
-            mnt_id: self.id,
-            pid: self.parent,
-            majmin: format!("{}:{}", self.dev.0, self.dev.1),
-            root: self.root,
-            mount_point: self.mount_point,
-            mount_options: HashMap::new(),
-            opt_fields: Vec::new(),
-            fs_type: self.fs_type,
-            mount_source: None,
-            super_options,
-        })
-    }
-}
-
 /// The 64-bit ID of the mount `path` is on (statx, Linux 6.8); None where the kernel does
 /// not give it.
 fn unique_mount_id(path: &Path) -> Option<u64> {
-    let c_path = CString::new(path.as_os_str().as_bytes()).ok()?;
-    // SAFETY: statx is plain data; the kernel fills it below.
-    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
-    // SAFETY: c_path is a NUL-terminated string and stx a statx we own, both live for the
-    // call.
-    let rc = unsafe {
-        libc::statx(
-            libc::AT_FDCWD,
-            c_path.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW | libc::AT_STATX_DONT_SYNC,
-            STATX_MNT_ID_UNIQUE,
-            &mut stx,
-        )
-    };
-    (rc == 0 && stx.stx_mask & STATX_MNT_ID_UNIQUE != 0).then_some(stx.stx_mnt_id)
+    // rustix names STATX_MNT_ID but not its unique form (6.8); the bit is passed as is.
+    let unique = StatxFlags::from_bits_retain(STATX_MNT_ID_UNIQUE);
+    let stx = statx(
+        CWD,
+        path,
+        AtFlags::SYMLINK_NOFOLLOW | AtFlags::STATX_DONT_SYNC,
+        unique,
+    )
+    .ok()?;
+    (stx.stx_mask & STATX_MNT_ID_UNIQUE != 0).then_some(stx.stx_mnt_id)
 }
 
-/// statmount(2) of one mount: None where the call or any of the fields asked for is not
-/// supported.
-fn describe(id: u64) -> Option<Mount> {
+/// statmount(2) of one mount, as mountinfo would list it with the fields the host's
+/// readers use (type, mount point, root, super options; no per-mount options or
+/// propagation): None where the call or any of the fields asked for is not supported.
+fn describe(id: u64) -> Option<MountInfo> {
     let want = STATMOUNT_SB_BASIC
         | STATMOUNT_MNT_BASIC
         | STATMOUNT_MNT_ROOT
@@ -167,18 +119,28 @@ fn describe(id: u64) -> Option<Mount> {
     if sm.sb_magic == u64::from(CGROUP_SUPER_MAGIC) && !has_options {
         return None;
     }
-    let options = match has_options {
-        true => String::from_utf8_lossy(text(sm.mnt_opts)?).into_owned(),
-        false => String::new(),
+    let super_options = match has_options {
+        true => String::from_utf8_lossy(text(sm.mnt_opts)?)
+            .split(',')
+            .filter(|o| !o.is_empty())
+            .map(|o| match o.split_once('=') {
+                Some((k, v)) => (k.to_string(), Some(v.to_string())),
+                None => (o.to_string(), None),
+            })
+            .collect(),
+        false => HashMap::new(),
     };
-    Some(Mount {
-        fs_type: String::from_utf8_lossy(text(sm.fs_type)?).into_owned(),
-        mount_point: PathBuf::from(std::ffi::OsStr::from_bytes(text(sm.mnt_point)?)),
+    Some(MountInfo {
+        mnt_id: i32::try_from(sm.mnt_id_old).ok()?,
+        pid: i32::try_from(sm.mnt_parent_id_old).ok()?,
+        majmin: format!("{}:{}", sm.sb_dev_major, sm.sb_dev_minor),
         root: String::from_utf8_lossy(text(sm.mnt_root)?).into_owned(),
-        options,
-        id: i32::try_from(sm.mnt_id_old).ok()?,
-        parent: i32::try_from(sm.mnt_parent_id_old).ok()?,
-        dev: (sm.sb_dev_major, sm.sb_dev_minor),
+        mount_point: PathBuf::from(std::ffi::OsStr::from_bytes(text(sm.mnt_point)?)),
+        mount_options: HashMap::new(),
+        opt_fields: Vec::new(),
+        fs_type: String::from_utf8_lossy(text(sm.fs_type)?).into_owned(),
+        mount_source: None,
+        super_options,
     })
 }
 

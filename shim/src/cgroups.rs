@@ -22,8 +22,8 @@ pub fn v1_hierarchies() -> Vec<stockade_cgroups::V1Hierarchy> {
 
 /// Detects the node's cgroup setup now (once per process; on cgroup v1 it asks the kernel
 /// about the mounts under the cgroup root, or reads the whole mount table where the
-/// kernel is older than 6.11). The server calls it before forking its zygote, so both share one
-/// detection; a failure is logged and met again on first use.
+/// kernel is older than 6.11). The server calls it before forking its zygote, so both
+/// share one detection; a failure is logged and met again on first use.
 pub fn detect() {
     if let Err(e) = host() {
         tracing::warn!(error = %format!("{e:#}"), "cgroup setup unknown");
@@ -44,10 +44,16 @@ pub fn apply(cgroups_path: &str, resources: &LinuxResources) -> anyhow::Result<(
     Ok(host()?.apply(cgroups_path, resources)?)
 }
 
-/// Makes the container's cgroup directories on cgroup v1 (`Host::make_v1_dirs`); returns
-/// how many it made.
-pub fn make_v1_dirs(cgroups_path: &str) -> anyhow::Result<usize> {
-    Ok(host()?.make_v1_dirs(cgroups_path)?.len())
+/// Whether the node's controllers are on cgroup v1 (legacy or hybrid); false where the
+/// setup cannot be read.
+pub fn is_v1() -> bool {
+    host().is_ok_and(|h| !h.is_unified())
+}
+
+/// Makes the container's cgroup directories on cgroup v1 (`Host::make_v1_dirs`).
+pub fn make_v1_dirs(cgroups_path: &str) -> anyhow::Result<()> {
+    host()?.make_v1_dirs(cgroups_path)?;
+    Ok(())
 }
 
 pub fn pids(cgroups_path: &str) -> anyhow::Result<Vec<i32>> {

@@ -43,11 +43,13 @@ pub trait Host: Send + Sync + 'static {
     fn resolve_sources(&self, sources: &[std::path::PathBuf]) -> ResolvedSources;
     /// kubelet's user-namespace range on this node, as the profile's `[kubelet]` finds it.
     fn kubelet_range(&self, settings: &KubeletSettings) -> anyhow::Result<Option<KubeletRange>>;
+    /// Whether the node's controllers are on cgroup v1, where Create makes the container's
+    /// cgroup directories ahead ([`Host::make_cgroup_dirs`]).
+    fn is_cgroup_v1(&self) -> bool;
+    /// Makes a container's cgroup v1 directories ahead of its create (blocking).
+    fn make_cgroup_dirs(&self, cgroups_path: &str) -> anyhow::Result<()>;
     /// Kill what is left in the container's cgroup and remove it, then the pod's cgroup
     /// if it is empty (blocking).
-    /// Makes a container's cgroup directories ahead of its create where that saves time
-    /// (cgroup v1); returns how many it made.
-    fn make_cgroup_dirs(&self, cgroups_path: &str) -> anyhow::Result<usize>;
     fn sweep_cgroups(&self, id: &str, record: &Record) -> anyhow::Result<()>;
     fn watch_oom(&self, id: &str, cgroups_path: &str) -> anyhow::Result<mpsc::Receiver<String>>;
     fn update_cgroup(&self, cgroups_path: &str, resources: &LinuxResources) -> anyhow::Result<()>;
@@ -144,7 +146,11 @@ impl Host for RealHost {
         stockade_runtime::kubelet::kubelet_range(settings).map_err(anyhow::Error::msg)
     }
 
-    fn make_cgroup_dirs(&self, cgroups_path: &str) -> anyhow::Result<usize> {
+    fn is_cgroup_v1(&self) -> bool {
+        cgroups::is_v1()
+    }
+
+    fn make_cgroup_dirs(&self, cgroups_path: &str) -> anyhow::Result<()> {
         cgroups::make_v1_dirs(cgroups_path)
     }
 

@@ -382,10 +382,16 @@ impl TaskService {
         undo.push(UndoStep::SweepCgroups {
             record: Box::new(record.clone()),
         });
-        let cgroup_dirs = self.make_cgroup_dirs(&cgroups_path);
+        let cgroup_dirs = self
+            .inner
+            .host
+            .is_cgroup_v1()
+            .then(|| self.make_cgroup_dirs(&cgroups_path));
         let staged = self.stage(req, d, &mut hardened, ctx, record, undo).await;
         // Done before anything is undone, so that the sweep finds all it made.
-        let _ = cgroup_dirs.await;
+        if let Some(made) = cgroup_dirs {
+            let _ = made.await;
+        }
         let plan_path = staged?;
 
         let root = self.inner.root.clone();
@@ -416,8 +422,9 @@ impl TaskService {
         }
     }
 
-    /// The container's v1 cgroup directories, made on a blocking thread while Create goes
-    /// on (`Host::make_v1_dirs`). Where that fails, libcontainer makes them itself and
+    /// The container's cgroup v1 directories, made on a blocking thread while Create goes
+    /// on (`Host::make_v1_dirs`): on v2 libcgroups makes the path as it enables the
+    /// parents' controllers, and there is nothing to make ahead. Where that fails, libcontainer makes them itself and
     /// names what fails.
     fn make_cgroup_dirs(&self, cgroups_path: &str) -> tokio::task::JoinHandle<()> {
         let host = self.inner.host.clone();

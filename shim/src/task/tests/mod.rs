@@ -163,9 +163,12 @@ impl Host for FakeHost {
         Ok(*self.kubelet.lock().unwrap())
     }
 
-    fn make_cgroup_dirs(&self, _cgroups_path: &str) -> anyhow::Result<usize> {
-        // Not logged: it runs beside the launcher's steps, in no fixed order.
-        Ok(0)
+    fn is_cgroup_v1(&self) -> bool {
+        false
+    }
+
+    fn make_cgroup_dirs(&self, _cgroups_path: &str) -> anyhow::Result<()> {
+        Ok(())
     }
 
     fn sweep_cgroups(&self, _id: &str, _record: &Record) -> anyhow::Result<()> {
